@@ -1,0 +1,58 @@
+"""Shared test fixtures: the offline data folder and a local HTTP server."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+# Read once at import, so tests that monkeypatch MANYTASK_DATA do not change it.
+_SHARED = os.environ.get("MANYTASK_DATA")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The data folder named by ``$MANYTASK_DATA`` (read-only); skip the test if absent."""
+    if not _SHARED or not Path(_SHARED).is_dir():
+        pytest.skip("shared data not available (set MANYTASK_DATA to the data folder)")
+    return Path(_SHARED)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.routes[path] = (body, declared Content-Length)``; 404 otherwise."""
+
+    def do_GET(self) -> None:
+        route = self.server.routes.get(self.path)  # type: ignore[attr-defined]
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        body, length = route
+        self.send_response(200)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.wfile.write(body)  # fewer bytes than declared = a truncated download
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict]]:
+    """A server on 127.0.0.1: yields ``(base_url, routes)``; fill ``routes["/x.zip"]``."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.routes = {}  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.routes  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
