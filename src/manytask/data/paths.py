@@ -46,7 +46,7 @@ def data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the folder for decoded stores: argument, else ``$MANYTASK_CACHE``, else user cache."""
+    """Resolve the folder for decoded stores: argument, else ``$MANYTASK_CACHE``, else cache."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser().resolve()
     env = os.environ.get(CACHE_ENV)

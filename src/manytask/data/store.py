@@ -62,7 +62,9 @@ class ImageStore:
         if len(self.class_names) != c:
             raise ValueError(f"class_names has {len(self.class_names)} entries for {c} classes")
         if tuple(self.alphabet_of.shape) != (c,):
-            raise ValueError(f"alphabet_of must have shape [{c}], got {tuple(self.alphabet_of.shape)}")
+            raise ValueError(
+                f"alphabet_of must have shape [{c}], got {tuple(self.alphabet_of.shape)}"
+            )
         if tuple(self.drawers.shape) != (c, n):
             raise ValueError(f"drawers must have shape [{c}, {n}], got {tuple(self.drawers.shape)}")
 
@@ -84,7 +86,8 @@ class ImageStore:
     def __repr__(self) -> str:
         return (
             f"ImageStore(classes={self.num_classes}, instances={self.num_instances}, "
-            f"image_size={self.image_size}, alphabets={len(self.alphabets)}, source={self.source!r})"
+            f"image_size={self.image_size}, alphabets={len(self.alphabets)}, "
+            f"source={self.source!r})"
         )
 
     def index_of(self, names: Sequence[str]) -> Tensor:

@@ -1,0 +1,234 @@
+"""The ``manytask`` command.
+
+::
+
+    manytask run RECIPE [key=value ...] [--out DIR] [--quiet]
+    manytask run --resume RUN_DIR
+    manytask ls
+    manytask validate [FILE ...]
+    manytask data list|fetch|build|verify
+    manytask eval RUN_DIR [key=value ...]
+    manytask env
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+DATASETS = ("omniglot",)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from manytask.config import load_config
+    from manytask.recipes import resolve_recipe
+    from manytask.train import RunDir, train
+
+    if args.resume:
+        if args.recipe:
+            raise SystemExit("manytask run --resume RUN_DIR takes no recipe or overrides")
+        run = RunDir(args.resume)
+        cfg = load_config(run.read_config(), ["quiet=true"] if args.quiet else None)
+        result = train(cfg, run, resume=True)
+    else:
+        if not args.recipe:
+            raise SystemExit("manytask run: give a RECIPE (see `manytask ls`) or --resume RUN_DIR")
+        recipe, *overrides = args.recipe
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise SystemExit(f"manytask run: {bad[0]!r} is not a key=value override")
+        if args.quiet:
+            overrides.append("quiet=true")
+        cfg = load_config(resolve_recipe(recipe), overrides)
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        print(f"run folder: {out}", file=sys.stderr)
+        result = train(cfg, out)
+    if result is None:
+        return 0
+    e = cfg.eval.episode
+    print(f"{cfg.name}: {e.ways}-way {e.shots}-shot test accuracy {result.test}")
+    print(f"report: {result.run.path / 'report.md'}")
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    import yaml
+
+    from manytask.recipes import list_recipes, recipe_path
+
+    for name in list_recipes():
+        data = yaml.safe_load(recipe_path(name).read_text()) or {}
+        desc = " ".join(str(data.get("description", "")).split())
+        print(f"{name:32s} {desc[:90]}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from manytask.config import ConfigError, load_config
+    from manytask.recipes import list_recipes, recipe_path, resolve_recipe
+
+    targets = [resolve_recipe(f) for f in args.files] or [recipe_path(n) for n in list_recipes()]
+    failed = 0
+    for path in targets:
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            failed += 1
+            print(f"FAIL {path}: {exc}")
+        else:
+            print(f"ok   {path}")
+    return 1 if failed else 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from manytask.data import omniglot
+
+    if args.dataset not in DATASETS:
+        raise SystemExit(f"unknown data set {args.dataset!r}; known: {', '.join(DATASETS)}")
+    if args.action == "list":
+        from manytask.data.paths import cache_dir, data_dir
+
+        print(f"data directory:  {data_dir(args.data_dir)}")
+        print(f"cache directory: {cache_dir()}")
+        for name, status in omniglot.verify_omniglot(args.data_dir).items():
+            where = status["path"] or status["message"]
+            print(f"omniglot {name:28s} {status['status']:8s} {where}")
+        return 0
+    if args.action == "fetch":
+        paths = omniglot.fetch_omniglot(args.data_dir, base_url=args.url, progress=not args.quiet)
+        for p in paths:
+            print(f"ok {p}")
+        return 0
+    if args.action == "verify":
+        report = omniglot.verify_omniglot(args.data_dir)
+        for name, entry in report.items():
+            print(f"{name:28s} {entry['status']:8s} {entry['message']}")
+        return 1 if any(e["status"] == "invalid" for e in report.values()) else 0
+    if args.action == "build":
+        path = omniglot.build_embedded(args.out, data_dir=args.data_dir, progress=not args.quiet)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
+    raise AssertionError(args.action)  # pragma: no cover
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from manytask.train import RunDir, evaluate_run
+
+    overrides = list(args.overrides)
+    acc, cfg = evaluate_run(args.run_dir, overrides, progress=not args.quiet)
+    e = cfg.eval.episode
+    print(f"{cfg.name}: {e.ways}-way {e.shots}-shot test accuracy {acc}")
+    name = f"eval-{e.ways}w{e.shots}s-q{e.queries}-n{cfg.eval.episodes}-seed{cfg.eval.seed}.json"
+    RunDir(args.run_dir).write_json(
+        name,
+        {
+            **acc.as_dict(),
+            "ways": e.ways,
+            "shots": e.shots,
+            "queries": e.queries,
+            "seed": cfg.eval.seed,
+        },
+    )
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import numpy
+    import PIL
+    import torch
+
+    import manytask
+    from manytask.data.paths import cache_dir, data_dir
+
+    info = {
+        "manytask": manytask.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "threads": torch.get_num_threads(),
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "data_dir": str(data_dir()),
+        "cache_dir": str(cache_dir()),
+    }
+    for k, v in info.items():
+        print(f"{k:15s} {json.dumps(v) if not isinstance(v, str) else v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import manytask
+
+    p = argparse.ArgumentParser(
+        prog="manytask", description="Multi-task and meta-learning: run benchmarks end to end."
+    )
+    p.add_argument("--version", action="version", version=f"manytask {manytask.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train and test a recipe (or resume a run)")
+    r.add_argument("recipe", nargs="*", metavar="RECIPE [key=value ...]")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
+    r.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("ls", help="list the shipped recipes")
+    ls.set_defaults(func=_cmd_ls)
+
+    v = sub.add_parser("validate", help="check recipes (all shipped ones by default)")
+    v.add_argument("files", nargs="*", metavar="FILE")
+    v.set_defaults(func=_cmd_validate)
+
+    d = sub.add_parser("data", help="list, fetch, build or verify data sets")
+    d.add_argument("action", choices=["list", "fetch", "build", "verify"])
+    d.add_argument("dataset", nargs="?", default="omniglot", choices=DATASETS)
+    d.add_argument("--data-dir", help="data directory (default $MANYTASK_DATA, else user cache)")
+    d.add_argument("--url", help="fetch: base URL of a mirror")
+    d.add_argument("--out", help="build: output file (default: the package's embedded file)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=_cmd_data)
+
+    e = sub.add_parser("eval", help="evaluate a finished run on its fixed test episodes")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.episode.shots=5")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_eval)
+
+    en = sub.add_parser("env", help="versions and paths, for bug reports")
+    en.set_defaults(func=_cmd_env)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``manytask`` command; returns the exit status."""
+    from manytask.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"manytask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("manytask: interrupted; resume with `manytask run --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

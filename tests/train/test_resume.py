@@ -1,0 +1,79 @@
+"""A stopped run resumes to exactly the parameters and metrics of an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from manytask.config import load_config
+from manytask.recipes import recipe_path
+from manytask.train import RunDir, load_run, train
+
+TIMING_KEYS = {"elapsed_s"}
+
+
+def _metrics(run: RunDir):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in run.metrics()]
+
+
+def _weights(run_dir):
+    return load_run(run_dir).state_dict()
+
+
+def _assert_same_run(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert _metrics(RunDir(a)) == _metrics(RunDir(b))
+    ra, rb = RunDir(a).read_json("results.json"), RunDir(b).read_json("results.json")
+    assert ra["test"] == rb["test"]
+
+
+def test_stop_and_resume_matches_uninterrupted(tmp_path, tiny_overrides):
+    cfg = load_config(recipe_path("omniglot/protonet-5w1s"), tiny_overrides)
+    full = train(cfg, tmp_path / "full")
+    assert full is not None
+    assert train(cfg, tmp_path / "split", stop_after=3) is None  # stops between checkpoints
+    assert RunDir(tmp_path / "split").load_checkpoint()["step"] == 3
+    resumed = train(cfg, tmp_path / "split", resume=True)
+    assert resumed is not None
+    _assert_same_run(tmp_path / "full", tmp_path / "split")
+    assert resumed.test.mean == full.test.mean
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path, tiny_overrides):
+    """SIGKILL a real `manytask run` part-way, resume it, compare with a run that never stopped."""
+    overrides = [
+        o for o in tiny_overrides if not o.startswith(("train.episodes", "train.checkpoint"))
+    ]
+    overrides += ["train.episodes=40", "train.checkpoint_every=4"]
+    cmd = [sys.executable, "-m", "manytask.cli", "run", "omniglot/protonet-5w1s", *overrides]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = RunDir(killed).last_checkpoint
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = RunDir(killed).load_checkpoint()["step"]
+    assert 8 <= step < 40
+    assert not (killed / "results.json").exists()
+    subprocess.run(
+        [sys.executable, "-m", "manytask.cli", "run", "--resume", str(killed)],
+        check=True,
+        capture_output=True,
+    )
+    train(load_config(recipe_path("omniglot/protonet-5w1s"), overrides), tmp_path / "straight")
+    _assert_same_run(killed, tmp_path / "straight")
+    # No temp files survive anywhere in the run folder.
+    assert not [p for p in killed.rglob("*.tmp")]
