@@ -148,9 +148,11 @@ def _distinct_rows(g: torch.Generator, rows: int, pool: int, n: int) -> Tensor:
     When collisions are rare (``n*n <= pool``) rows are drawn with replacement and the few
     rows with a repeat are redrawn (rejection sampling: exact, and far cheaper than sorting
     ``pool`` random keys per row); otherwise the ``n`` smallest of ``pool`` uniform keys.
+    Every sort in this module is stable, so ties between random keys (rare) are broken the
+    same way on every machine and the episode stream is portable.
     """
     if n * n > pool or n > 64:
-        return torch.rand(rows, pool, generator=g).topk(n, dim=1, largest=False).indices
+        return torch.rand(rows, pool, generator=g).argsort(dim=1, stable=True)[:, :n]
     out = torch.randint(pool, (rows, n), generator=g)
     while n > 1:
         # A row has a repeat iff some off-diagonal pair is equal ([rows, n, n] compares).
@@ -359,20 +361,16 @@ class EpisodeSampler:
             keys = torch.rand(tasks, self._pools.shape[1], generator=g)
             width = torch.arange(self._pools.shape[1])
             keys.masked_fill_(width >= sizes[alpha].unsqueeze(1), 2.0)  # padding never drawn
-            pos = keys.topk(n, dim=1, largest=False).indices  # [T, N]
+            pos = keys.argsort(dim=1, stable=True)[:, :n]  # [T, N]
             classes = self._pools[alpha.unsqueeze(1), pos]
         # 2. K+Q distinct instances per (task, class), flattened: [T, N*(K+Q)].
         keys = torch.rand(tasks, n, instances, generator=g)
-        if 4 * (k + q) < instances:  # a few of many: partial selection is cheaper
-            inst = keys.topk(k + q, dim=2, largest=False).indices
-        else:
-            inst = keys.argsort(dim=2)[:, :, : k + q]
-        inst = inst.reshape(tasks, n * (k + q))
+        inst = keys.argsort(dim=2, stable=True)[:, :, : k + q].reshape(tasks, n * (k + q))
         # 3. Shuffle positions within support and within query, per task, with ONE argsort:
         #    support keys lie in [0, 1) and query keys in [1, 2), so the first N*K sorted
         #    positions are the support positions in random order, then the query positions.
         keys = torch.rand(tasks, n * (k + q), generator=g).add_(self._key_offset)
-        perm = keys.argsort(dim=1)  # [T, N*(K+Q)] indices into the unshuffled layout
+        perm = keys.argsort(dim=1, stable=True)  # [T, N*(K+Q)] into the unshuffled layout
         labels = self._layout_label[perm]  # [T, N*(K+Q)]
         cls = classes.gather(1, labels)  # effective class of every position
         flat = (cls // r) * instances + inst.gather(1, self._layout_slot[perm])
