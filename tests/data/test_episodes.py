@@ -243,3 +243,25 @@ def test_ways_equal_to_all_classes_and_all_instances():
     store = make_store(classes=6, instances=4, alphabets=(6,))
     ep = EpisodeSampler(store, 6, 2, 2, 3, seed=0).sample()  # topk path and argsort path
     assert (ep.classes.sort(dim=1).values == torch.arange(6)).all()
+
+
+def test_pickle_keeps_the_stream(store):
+    import pickle
+
+    sampler = EpisodeSampler(store, 5, 1, 2, 4, seed=0)
+    sampler.sample()
+    clone = pickle.loads(pickle.dumps(sampler))
+    assert torch.equal(clone.sample().query_x, sampler.sample().query_x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stream_equals_cpu_stream(store):
+    cpu = EpisodeSampler(store, 5, 1, 2, 4, rotations=(0, 90), seed=0).sample()
+    gpu = EpisodeSampler(store, 5, 1, 2, 4, rotations=(0, 90), seed=0, device="cuda").sample()
+    assert gpu.support_x.is_cuda and gpu.query_y.is_cuda
+    assert torch.equal(gpu.to("cpu").query_x, cpu.query_x)
+    fixed = next(iter(fixed_episodes(store, 5, 1, 2, num_episodes=4, device="cuda")))
+    assert torch.equal(
+        fixed.to("cpu").support_x,
+        next(iter(fixed_episodes(store, 5, 1, 2, num_episodes=4))).support_x,
+    )
