@@ -60,7 +60,7 @@ def _plot_accuracy(
     ax_bar.set_xticks([0], [title])
     ax_bar.set_ylim(max(0.0, mean - 10 * max(ci95, 0.5)), min(100.0, mean + 5 * max(ci95, 0.5)))
     ax_bar.set_ylabel("test accuracy (%) with 95% CI")
-    ax_bar.text(0, mean, f"{mean:.2f} ± {ci95:.2f}", ha="center", va="bottom")
+    ax_bar.text(0.05, mean, f" {mean:.2f} ± {ci95:.2f}%", ha="left", va="bottom")
     ax_hist.hist([100 * a for a in per_episode], bins=20, color="tab:gray")
     ax_hist.set_xlabel("accuracy of one test episode (%)")
     ax_hist.set_ylabel("episodes")
