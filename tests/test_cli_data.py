@@ -18,8 +18,9 @@ def test_data_list_and_verify(shared_data, capsys):
 
 def test_data_build_reproduces_the_embedded_copy(shared_data, tmp_path, capsys):
     out = tmp_path / "omniglot28.npz.xz"
-    code = main(["data", "build", "omniglot", "--data-dir", str(shared_data), "--out", str(out),
-                 "--quiet"])
+    code = main(
+        ["data", "build", "omniglot", "--data-dir", str(shared_data), "--out", str(out), "--quiet"]
+    )
     assert code == 0 and "wrote" in capsys.readouterr().out
     built = omniglot._load_npz_bytes(lzma.decompress(out.read_bytes()))
     shipped = omniglot._load_npz_bytes(lzma.decompress(omniglot._embedded_resource().read_bytes()))

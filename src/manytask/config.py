@@ -85,11 +85,17 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """The meta-training loop."""
+    """The meta-training loop.
+
+    ``precision="bf16"`` runs the training forward pass under ``torch.autocast`` with
+    bfloat16 (convolutions and matrix products in bf16, weights, optimiser and losses in
+    fp32); evaluation always runs in fp32.
+    """
 
     episodes: int = 1000
     episode: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(60, 1, 5, 1))
     optim: OptimConfig = field(default_factory=OptimConfig)
+    precision: Literal["fp32", "bf16"] = "fp32"
     log_every: int = 50
     checkpoint_every: int = 500
     val_every: int = 0

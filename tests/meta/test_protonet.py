@@ -87,3 +87,15 @@ def test_conv4_protonet_trains_on_a_batch():
 
 def test_repr_shows_encoder():
     assert "in_channels=1, hidden=64" in repr(ProtoNet(Conv4()))
+
+
+def test_distances_stay_fp32_under_bf16_autocast():
+    learner = ProtoNet(Conv4(hidden=8))
+    sx, qx = torch.rand(1, 5, 1, 28, 28), torch.rand(1, 10, 1, 28, 28)
+    sy = torch.arange(5)[None]
+    ref = learner(sx, sy, qx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = learner(sx, sy, qx)
+    assert mixed.dtype == torch.float32
+    # bf16 convolutions perturb the embeddings a little, the distances are not cancelled away.
+    assert torch.allclose(mixed, ref, rtol=0.05, atol=0.05 * ref.abs().mean().item())

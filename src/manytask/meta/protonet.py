@@ -74,7 +74,9 @@ class ProtoNet(MetaLearner):
         # as in the reference implementation).
         flat = torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
         z = self.encoder(flat)
-        zs = z[: t * ns].view(t, ns, -1)
-        zq = z[t * ns :].view(t, nq, -1)
+        zs = z[: t * ns].view(t, ns, -1).float()
+        zq = z[t * ns :].view(t, nq, -1).float()
         ways = int(support_y.max()) + 1
-        return -squared_distances(zq, prototypes(zs, support_y, ways))
+        # Distances in fp32 even under autocast: ||q||^2 - 2 q.c + ||c||^2 cancels badly in bf16.
+        with torch.autocast(z.device.type, enabled=False):
+            return -squared_distances(zq, prototypes(zs, support_y, ways))

@@ -148,14 +148,16 @@ def train(
         )
 
     learner.train()
+    bf16 = tc.precision == "bf16"
     end = tc.episodes if stop_after is None else min(stop_after, tc.episodes)
     t0 = time.perf_counter() - elapsed
     with progress_bar(total=tc.episodes, desc="train", enabled=show, unit="ep") as bar:
         bar.update(step)
         while step < end:
             ep = sampler.sample()
-            logits = learner(ep.support_x, ep.support_y, ep.query_x)
-            loss = F.cross_entropy(logits.flatten(0, 1), ep.query_y.flatten())
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = learner(ep.support_x, ep.support_y, ep.query_x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ep.query_y.flatten())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at episode {step + 1}; the last good state is in "
