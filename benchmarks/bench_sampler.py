@@ -44,10 +44,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from manytask.data import EpisodeSampler, ImageStore
+from manytask.data import EpisodeSampler, ImageStore, data_dir
 
 WAYS, SHOTS, QUERIES, TASKS = 5, 1, 15, 32
-DEFAULT_ZIP = "/work/shared/data/omniglot_resized/omniglot_resized.zip"
+# The 28x28 MAML/CS330 zip in the data directory ($MANYTASK_DATA), and the peers' shim in the
+# workplace's shared folder beside the repository.
+DEFAULT_ZIP = data_dir() / "omniglot_resized" / "omniglot_resized.zip"
+DEFAULT_TVSHIM = Path(__file__).resolve().parents[2] / "shared" / "peers" / "_tvshim.py"
 Batch = Callable[[], object]
 
 
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument(
         "--tvshim",
-        default="/work/shared/peers/_tvshim.py",
+        default=str(DEFAULT_TVSHIM),
         help="path of _tvshim.py, imported before learn2learn/torchmeta ('' to skip)",
     )
     parser.add_argument(
