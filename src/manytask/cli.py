@@ -17,14 +17,42 @@ import argparse
 import json
 import logging
 import platform
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
 DATASETS = ("omniglot",)
+
+
+class _GracefulStop:
+    """First Ctrl-C (or SIGTERM) asks the loop to checkpoint and stop; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nmanytask: stopping after this episode (again to abort at once)", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.requested
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -32,12 +60,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from manytask.recipes import resolve_recipe
     from manytask.train import RunDir, train
 
+    stop = _GracefulStop()
     if args.resume:
         if args.recipe:
             raise SystemExit("manytask run --resume RUN_DIR takes no recipe or overrides")
         run = RunDir(args.resume)
         cfg = load_config(run.read_config(), ["quiet=true"] if args.quiet else None)
-        result = train(cfg, run, resume=True)
+        with stop:
+            result = train(cfg, run, resume=True, should_stop=stop)
     else:
         if not args.recipe:
             raise SystemExit("manytask run: give a RECIPE (see `manytask ls`) or --resume RUN_DIR")
@@ -54,9 +84,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         print(f"run folder: {out}", file=sys.stderr)
-        result = train(cfg, out)
+        run = RunDir(out)
+        with stop:
+            result = train(cfg, run, should_stop=stop)
     if result is None:
-        return 0
+        print(f"stopped at a checkpoint; continue with `manytask run --resume {run.path}`")
+        return 130
     e = cfg.eval.episode
     print(f"{cfg.name}: {e.ways}-way {e.shots}-shot test accuracy {result.test}")
     print(f"report: {result.run.path / 'report.md'}")
@@ -222,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as exc:
         print(f"manytask: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

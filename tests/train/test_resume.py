@@ -77,3 +77,36 @@ def test_killed_process_resumes_to_the_same_result(tmp_path, tiny_overrides):
     _assert_same_run(killed, tmp_path / "straight")
     # No temp files survive anywhere in the run folder.
     assert not [p for p in killed.rglob("*.tmp")]
+
+
+def test_ctrl_c_checkpoints_and_resumes_exactly(tmp_path, tiny_overrides):
+    """SIGINT asks the run to stop after the current episode; nothing finished is lost."""
+    overrides = [
+        o for o in tiny_overrides if not o.startswith(("train.episodes", "train.checkpoint"))
+    ]
+    overrides += ["train.episodes=40", "train.checkpoint_every=1000"]  # no periodic checkpoint
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "manytask.cli", "run", "omniglot/protonet-5w1s", *overrides]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run = RunDir(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(1 for r in run.metrics() if r["split"] == "train") >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "--resume" in stdout
+    step = run.load_checkpoint()["step"]
+    assert 5 <= step < 40
+    subprocess.run(
+        [sys.executable, "-m", "manytask.cli", "run", "--resume", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    train(load_config(recipe_path("omniglot/protonet-5w1s"), overrides), tmp_path / "straight")
+    _assert_same_run(out, tmp_path / "straight")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ def train(
     *,
     resume: bool = False,
     stop_after: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult | None:
     """Meta-train ``cfg`` in ``run_dir``, then evaluate on the fixed meta-test episodes.
 
@@ -76,6 +78,8 @@ def train(
         stop_after: stop (after checkpointing) once this many episodes are done; the run
             can be resumed later. ``None`` trains to ``cfg.train.episodes``. Returns ``None``
             when it stopped early.
+        should_stop: polled after every episode; when it returns True the run checkpoints
+            and returns ``None`` (the command line sets it on Ctrl-C / SIGTERM).
 
     Returns:
         The test accuracy and results, or ``None`` if ``stop_after`` ended the run early.
@@ -188,6 +192,9 @@ def train(
                 run.log({"step": step, "split": "val", **acc.as_dict()})
             if step % tc.checkpoint_every == 0 or step == end:
                 checkpoint()
+            elif should_stop is not None and should_stop():
+                checkpoint()
+                break
     if step < tc.episodes:
         return None
     return finish(cfg, run, learner, splits.test, train_seconds=elapsed)
