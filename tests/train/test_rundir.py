@@ -60,3 +60,16 @@ def test_mean_ci95_matches_the_formula():
     mean, ci, std = mean_ci95([0.0, 1.0, 1.0, 0.0])
     assert mean == 0.5 and std == 0.5
     assert ci == pytest.approx(1.96 * 0.5 / 2)
+
+
+def test_failed_setup_leaves_no_run_folder(tmp_path, tiny_overrides):
+    from manytask.config import load_config
+    from manytask.recipes import recipe_path
+    from manytask.train import train
+
+    cfg = load_config(
+        recipe_path("omniglot/protonet-5w1s"), [*tiny_overrides, "train.episode.ways=5000"]
+    )
+    with pytest.raises(ValueError, match="ways"):
+        train(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -88,7 +88,7 @@ def train(
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not resume:
-        run.create(to_dict(cfg))
+        run.check_new()  # fail before loading anything
     show = not cfg.quiet
     device = resolve_device(cfg.device)
     tc, ec = cfg.train, cfg.train.episode
@@ -121,7 +121,11 @@ def train(
         )
 
     step, window, elapsed = 0, _Window(), 0.0
-    if resume:
+    if not resume:
+        # Written only once data and learner are built, so a bad data set or device leaves
+        # no half-made run folder behind.
+        run.create(to_dict(cfg))
+    else:
         state = run.load_checkpoint()
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(

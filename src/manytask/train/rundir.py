@@ -86,13 +86,17 @@ class RunDir:
     def final_weights(self) -> Path:
         return self.checkpoint_dir / "final.pt"
 
-    def create(self, config: dict[str, Any]) -> None:
-        """Make the folder and write ``config.yaml``; refuse to reuse a folder with a run in it."""
+    def check_new(self) -> None:
+        """Raise ``FileExistsError`` if the folder already holds a run."""
         if self.config_path.exists():
             raise FileExistsError(
                 f"{self.path} already holds a run (config.yaml exists). Resume it with "
                 f"`manytask run --resume {self.path}`, or choose another folder with --out."
             )
+
+    def create(self, config: dict[str, Any]) -> None:
+        """Make the folder and write ``config.yaml``; refuse to reuse a folder with a run in it."""
+        self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir.mkdir(exist_ok=True)
         text = yaml.safe_dump(config, sort_keys=False).encode()
