@@ -9,7 +9,7 @@ import torch
 
 from manytask.config import RunConfig, load_config
 from manytask.meta import MetaLearner
-from manytask.train.build import build_learner, load_splits, make_fixed_episodes, resolve_device
+from manytask.train.build import build_learner, load_splits, meta_test_episodes, resolve_device
 from manytask.train.evaluate import Accuracy, evaluate
 from manytask.train.rundir import RunDir
 
@@ -53,14 +53,6 @@ def evaluate_run(
     device = resolve_device(cfg.device)
     learner = load_run(run_dir, device)
     splits = load_splits(cfg.data, progress=progress)
-    episodes = make_fixed_episodes(
-        splits.test,
-        cfg.eval.episode,
-        cfg.data,
-        episodes=cfg.eval.episodes,
-        seed=cfg.eval.seed,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-    )
+    episodes = meta_test_episodes(cfg, splits.test, device)
     acc = evaluate(learner, episodes, total=len(episodes), progress=progress, desc="test")
     return acc, cfg

@@ -12,7 +12,14 @@ from manytask.data.store import ImageStore
 from manytask.meta import MetaLearner, ProtoNet
 from manytask.nn import Conv4, init_parameters
 
-__all__ = ["DataSplits", "build_learner", "load_splits", "make_fixed_episodes", "resolve_device"]
+__all__ = [
+    "DataSplits",
+    "build_learner",
+    "load_splits",
+    "make_fixed_episodes",
+    "meta_test_episodes",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,9 +96,14 @@ def make_fixed_episodes(
     )
 
 
-def describe(cfg: RunConfig) -> str:
-    e, t = cfg.eval.episode, cfg.train.episode
-    return (
-        f"{cfg.model.learner} on {cfg.data.dataset} ({cfg.data.split} split): "
-        f"train {t.ways}-way {t.shots}-shot, test {e.ways}-way {e.shots}-shot"
+def meta_test_episodes(cfg: RunConfig, store: ImageStore, device: torch.device):  # -> FixedEpisodes
+    """The run's meta-test episodes: ``cfg.eval`` applied to ``store``."""
+    return make_fixed_episodes(
+        store,
+        cfg.eval.episode,
+        cfg.data,
+        episodes=cfg.eval.episodes,
+        seed=cfg.eval.seed,
+        batch_size=cfg.eval.batch_size,
+        device=device,
     )

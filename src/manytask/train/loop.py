@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from manytask.config import RunConfig, to_dict
-from manytask.train.build import build_learner, load_splits, make_fixed_episodes, resolve_device
+from manytask.train.build import (
+    build_learner,
+    load_splits,
+    make_fixed_episodes,
+    meta_test_episodes,
+    resolve_device,
+)
 from manytask.train.evaluate import Accuracy, episode_accuracy, evaluate
 from manytask.train.progress import progress_bar
 from manytask.train.rundir import RunDir
@@ -212,15 +218,7 @@ def finish(
 
     run.save_checkpoint({"learner": learner.state_dict()}, run.final_weights)
     device = next(learner.parameters()).device
-    episodes = make_fixed_episodes(
-        test_store,
-        cfg.eval.episode,
-        cfg.data,
-        episodes=cfg.eval.episodes,
-        seed=cfg.eval.seed,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-    )
+    episodes = meta_test_episodes(cfg, test_store, device)
     t0 = time.perf_counter()
     acc = evaluate(learner, episodes, total=len(episodes), progress=not cfg.quiet, desc="test")
     e = cfg.eval.episode
