@@ -555,25 +555,5 @@ class FixedEpisodes:
         )
 
 
-def fixed_episodes(
-    store: ImageStore,
-    ways: int,
-    shots: int,
-    queries: int,
-    num_episodes: int = 600,
-    *,
-    seed: int = 0,
-    rotations: Sequence[int] = (0,),
-    batch_size: int = 32,
-    group_by: GroupBy = "none",
-    device: torch.device | str | None = None,
-) -> FixedEpisodes:
-    """The fixed evaluation episodes of :class:`FixedEpisodes` (same arguments).
-
-    Returns:
-        A re-iterable :class:`FixedEpisodes`; ``len()`` is the number of batches.
-    """
-    return FixedEpisodes(
-        store, ways, shots, queries, num_episodes, seed=seed, rotations=rotations,
-        batch_size=batch_size, group_by=group_by, device=device,
-    )  # fmt: skip
+fixed_episodes = FixedEpisodes
+"""Functional spelling of :class:`FixedEpisodes` (same arguments, returns one)."""
