@@ -1,6 +1,5 @@
 """A stopped run resumes to exactly the parameters and metrics of an uninterrupted one."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -45,64 +44,30 @@ def test_stop_and_resume_matches_uninterrupted(tmp_path, tiny_overrides):
     assert resumed.test.mean == full.test.mean
 
 
-def test_killed_process_resumes_to_the_same_result(tmp_path, tiny_overrides):
-    """SIGKILL a real `manytask run` part-way, resume it, compare with a run that never stopped."""
+def _interrupt_then_resume(tmp_path, tiny_overrides, *, checkpoint_every, ready, sig):
+    """Start a real `manytask run` of 40 episodes, send ``sig`` once ``ready(run)`` holds,
+    resume it, and check it against a run that never stopped. Returns (run, process, stdout,
+    checkpoint step at the interruption)."""
     overrides = [
         o for o in tiny_overrides if not o.startswith(("train.episodes", "train.checkpoint"))
     ]
-    overrides += ["train.episodes=40", "train.checkpoint_every=4"]
-    cmd = [sys.executable, "-m", "manytask.cli", "run", "omniglot/protonet-5w1s", *overrides]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    ckpt = RunDir(killed).last_checkpoint
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 8:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    step = RunDir(killed).load_checkpoint()["step"]
-    assert 8 <= step < 40
-    assert not (killed / "results.json").exists()
-    subprocess.run(
-        [sys.executable, "-m", "manytask.cli", "run", "--resume", str(killed)],
-        check=True,
-        capture_output=True,
-    )
-    train(load_config(recipe_path("omniglot/protonet-5w1s"), overrides), tmp_path / "straight")
-    _assert_same_run(killed, tmp_path / "straight")
-    # No temp files survive anywhere in the run folder.
-    assert not [p for p in killed.rglob("*.tmp")]
-
-
-def test_ctrl_c_checkpoints_and_resumes_exactly(tmp_path, tiny_overrides):
-    """SIGINT asks the run to stop after the current episode; nothing finished is lost."""
-    overrides = [
-        o for o in tiny_overrides if not o.startswith(("train.episodes", "train.checkpoint"))
-    ]
-    overrides += ["train.episodes=40", "train.checkpoint_every=1000"]  # no periodic checkpoint
+    overrides += ["train.episodes=40", f"train.checkpoint_every={checkpoint_every}"]
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "manytask.cli", "run", "omniglot/protonet-5w1s", *overrides]
     proc = subprocess.Popen(
-        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     run = RunDir(out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if sum(1 for r in run.metrics() if r["split"] == "train") >= 5:
+        if ready(run):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "--resume" in stdout
     step = run.load_checkpoint()["step"]
-    assert 5 <= step < 40
+    assert not (out / "results.json").exists()
     subprocess.run(
         [sys.executable, "-m", "manytask.cli", "run", "--resume", str(out)],
         check=True,
@@ -110,3 +75,33 @@ def test_ctrl_c_checkpoints_and_resumes_exactly(tmp_path, tiny_overrides):
     )
     train(load_config(recipe_path("omniglot/protonet-5w1s"), overrides), tmp_path / "straight")
     _assert_same_run(out, tmp_path / "straight")
+    return run, proc, stdout, step
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path, tiny_overrides):
+    """SIGKILL a real `manytask run` part-way, resume it, compare with a run that never stopped."""
+
+    def ready(run):
+        ckpt = run.last_checkpoint
+        return ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 8
+
+    run, _, _, step = _interrupt_then_resume(
+        tmp_path, tiny_overrides, checkpoint_every=4, ready=ready, sig=signal.SIGKILL
+    )
+    assert 8 <= step < 40
+    # No temp files survive anywhere in the run folder.
+    assert not [p for p in run.path.rglob("*.tmp")]
+
+
+def test_ctrl_c_checkpoints_and_resumes_exactly(tmp_path, tiny_overrides):
+    """SIGINT asks the run to stop after the current episode; nothing finished is lost."""
+
+    def ready(run):
+        return sum(1 for r in run.metrics() if r["split"] == "train") >= 5
+
+    _, proc, stdout, step = _interrupt_then_resume(
+        tmp_path, tiny_overrides, checkpoint_every=1000, ready=ready, sig=signal.SIGINT
+    )  # checkpoint_every=1000: no periodic checkpoint, only the one Ctrl-C asks for
+    assert proc.returncode == 130
+    assert "--resume" in stdout
+    assert 5 <= step < 40
