@@ -93,16 +93,24 @@ def load_store(zip_path: str, extract_to: Path) -> tuple[ImageStore, list[list[P
     return store, files
 
 
-def split_task(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One learn2learn task (classes contiguous or not) -> support/query of K and Q per class."""
-    order = torch.argsort(y, stable=True)
-    x, y = x[order].view(WAYS, SHOTS + QUERIES, 1, 28, 28), y[order].view(WAYS, SHOTS + QUERIES)
+def split_episode(x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Class-major ``x [N, K+Q, 1, 28, 28]`` (labels ``y [N, K+Q]``, default the class index)
+    -> support images, support labels, query images, query labels."""
+    if y is None:
+        y = torch.arange(WAYS).unsqueeze(1).expand(WAYS, SHOTS + QUERIES)
     return (
         x[:, :SHOTS].reshape(-1, 1, 28, 28),
         y[:, :SHOTS].reshape(-1),
         x[:, SHOTS:].reshape(-1, 1, 28, 28),
         y[:, SHOTS:].reshape(-1),
     )
+
+
+def split_task(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One learn2learn task (classes contiguous or not) -> support/query of K and Q per class."""
+    order = torch.argsort(y, stable=True)
+    x, y = x[order].view(WAYS, SHOTS + QUERIES, 1, 28, 28), y[order].view(WAYS, SHOTS + QUERIES)
+    return split_episode(x, y)
 
 
 def stack_tasks(tasks: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -129,13 +137,7 @@ def make_gather_per_episode(store: ImageStore) -> Batch:
         classes = torch.randperm(c, generator=g)[:WAYS]
         inst = torch.stack([torch.randperm(n, generator=g)[: SHOTS + QUERIES] for _ in classes])
         x = images[classes.unsqueeze(1), inst].float().div_(255).unsqueeze(2)  # [N, K+Q, 1, H, W]
-        y = torch.arange(WAYS).unsqueeze(1).expand(WAYS, SHOTS + QUERIES)
-        return (
-            x[:, :SHOTS].reshape(-1, 1, 28, 28),
-            y[:, :SHOTS].reshape(-1),
-            x[:, SHOTS:].reshape(-1, 1, 28, 28),
-            y[:, SHOTS:].reshape(-1),
-        )
+        return split_episode(x)
 
     return lambda: stack_tasks([episode() for _ in range(TASKS)])
 
@@ -150,13 +152,7 @@ def make_png_per_episode(files: list[list[Path]]) -> Batch:
             for c in classes
         ]
         x = torch.from_numpy(np.stack(arrays)).float().div_(255).unsqueeze(2)
-        y = torch.arange(WAYS).unsqueeze(1).expand(WAYS, SHOTS + QUERIES)
-        return (
-            x[:, :SHOTS].reshape(-1, 1, 28, 28),
-            y[:, :SHOTS].reshape(-1),
-            x[:, SHOTS:].reshape(-1, 1, 28, 28),
-            y[:, SHOTS:].reshape(-1),
-        )
+        return split_episode(x)
 
     return lambda: stack_tasks([episode() for _ in range(TASKS)])
 

@@ -10,12 +10,18 @@ from manytask.train.rundir import RunDir, atomic_write
 __all__ = ["write_report"]
 
 
-def _plot_curves(records: list[dict[str, Any]], out: Path) -> bool:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_curves(records: list[dict[str, Any]], out: Path) -> bool:
+    plt = _pyplot()
     train = [r for r in records if r.get("split") == "train"]
     val = [r for r in records if r.get("split") == "val"]
     if not train:
@@ -50,11 +56,7 @@ def _plot_curves(records: list[dict[str, Any]], out: Path) -> bool:
 def _plot_accuracy(
     per_episode: list[float], mean: float, ci95: float, title: str, out: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax_bar, ax_hist) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_bar.bar([0], [mean], yerr=[ci95], capsize=8, color="tab:green", width=0.5)
     ax_bar.set_xticks([0], [title])
