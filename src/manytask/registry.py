@@ -36,7 +36,7 @@ from typing import Any
 
 from manytask.typed import ConfigError, closest, coerce, type_name
 
-__all__ = ["ENCODERS", "FAMILIES", "LEARNERS", "Argument", "Registry"]
+__all__ = ["ENCODERS", "FAMILIES", "LEARNERS", "TASKS", "Argument", "Registry"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,9 @@ LEARNERS = Registry("learner", "model.learner")
 ENCODERS = Registry("encoder", "model.encoder")
 """Backbones: ``encoder(x [B, *in_shape]) -> [B, D]``."""
 
+TASKS = Registry("task source", "data.dataset")
+"""Meta-learning task sources: ``sampler(...)`` and ``fixed(...)`` episodes of a data set."""
+
 FAMILIES = Registry("problem family", "family")
 """Run families: a config dataclass whose ``trainer`` names the module that trains it."""
 
@@ -185,5 +188,7 @@ LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.mlp:MLP")
 ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
+
+TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")

@@ -208,6 +208,8 @@ def _coerce_union(value: Any, options: list[Any], where: str) -> Any:
                     f"{', '.join(repr(t) for t in tags)}.{closest(str(tag), names)}"
                 )
             return from_dict(tags[tag], value, prefix=where + ".")
+    if len(options) == 1:  # Optional[X]: X's own message (with its range) is the clearest
+        return coerce(value, options[0], where)
     errors = []
     for option in options:
         try:
