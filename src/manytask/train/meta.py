@@ -299,7 +299,8 @@ def finish(s: MetaSetup, run: RunDir, *, train_seconds: float) -> TrainResult:
     run.log({"step": cfg.train.episodes, "split": "test", **score.as_dict()})
     run.write_json("results.json", results)
     run.write_json("test_tasks.json", {"metric": score.metric, "per_task": list(score.per_task)})
-    write_report(run)
+    if run.writer:  # the report is drawn from the files just written
+        write_report(run)
     return TrainResult(run=run, test=score, results=results)
 
 
