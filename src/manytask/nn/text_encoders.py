@@ -215,9 +215,9 @@ class SentenceTransformerEncoder:
         self.normalize = bool(normalize)
         self._model = st.SentenceTransformer(str(path), **kwargs)
         # sentence-transformers 6 renamed get_sentence_embedding_dimension
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:
+            get_dim = self._model.get_sentence_embedding_dimension
         self._dim = int(get_dim())
 
     @property
