@@ -184,3 +184,20 @@ def test_bad_calls_fail_clearly(case: Case) -> None:
         model(x[:, None], 0)
     with pytest.raises(ValueError, match="one task per mini-batch"):
         model.forward_tasks([x, x], [0])
+
+
+def test_task_index_tensor_serves_mixed_rows(case: Case) -> None:
+    model = build_case(case).eval()
+    x = inputs(case, 5, 6)
+    task = torch.tensor([2, 0, 2, 1, 0])
+    with torch.no_grad():
+        y = model(x, task)
+        assert y.shape == (5, max(NUM_OUTPUTS))
+        for b, t in enumerate(task.tolist()):
+            n = NUM_OUTPUTS[t]
+            torch.testing.assert_close(y[b, :n], model(x[b : b + 1], t)[0], rtol=1e-5, atol=1e-6)
+            assert not y[b, n:].any()
+    with pytest.raises(ValueError, match=r"task indices must be in \[0, 3\)"):
+        model(x, torch.tensor([0, 1, 2, 3, 0]))
+    with pytest.raises(ValueError, match="must be \\[B\\] integers"):
+        model(x, torch.tensor([0, 1]))

@@ -6,9 +6,10 @@ choosing how to condition on ``z_i`` is choosing what to share. Every model here
 the same way:
 
 - ``model(x, task)``: ``x [B, *input_shape]``; ``task`` an ``int`` (every row belongs to that
-  task) gives ``[B, num_outputs[task]]``; a descriptor batch ``[B, D]`` float (models with
-  ``reads_descriptors``, ``heads="shared"``) gives ``[B, max(num_outputs)]``: row ``b``'s
-  task reads its first ``n_i`` units (see :func:`mask_logits`).
+  task) gives ``[B, num_outputs[task]]``; a task-index tensor ``[B]`` (rows of several tasks,
+  every model) or a descriptor batch ``[B, D]`` float (models with ``reads_descriptors`` and
+  shared heads) gives ``[B, max(num_outputs)]``: row ``b``'s task reads its first ``n_i``
+  units (see :func:`mask_logits`).
 - ``model.forward_tasks(xs, tasks)``: one call for per-task mini-batches; the shared
   computation runs once on the concatenated batch, and once on ``x`` itself when every task
   gets the same tensor (``xs[j] is xs[0]``, multi-label data) and the architecture's shared
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from manytask.nn.backbones import BackboneFactory, Trunk
@@ -219,12 +221,14 @@ class MultiTaskModel(nn.Module):
 
         Args:
             x: ``[B, *input_shape]``.
-            task: an ``int`` task index (also a 0-d integer tensor), or a descriptor batch
+            task: an ``int`` task index (also a 0-d integer tensor); a task-index tensor
+                ``[B]`` (row ``b`` belongs to task ``task[b]``); or a descriptor batch
                 ``[B, D]`` float (models with ``reads_descriptors``).
 
         Returns:
-            ``[B, num_outputs[task]]`` for an int task, ``[B, max(num_outputs)]`` for a
-            descriptor batch.
+            ``[B, num_outputs[task]]`` for an int task; ``[B, max(num_outputs)]`` for a
+            task-index tensor (row ``b``'s first ``num_outputs[task[b]]`` units, zeros after:
+            mask them with :func:`mask_logits` before a softmax) or a descriptor batch.
         """
         self._check_x(x)
         if isinstance(task, Tensor) and task.is_floating_point():
@@ -240,8 +244,32 @@ class MultiTaskModel(nn.Module):
                     f"{tuple(task.shape)}"
                 )
             return self._forward_descriptors(x, task)
+        if isinstance(task, Tensor) and task.dim() == 1:
+            return self._forward_rows(x, task)
         index = self._check_task(task)
         return self._forward_requests(x, [(index, 0, x.shape[0])])[0]
+
+    def _forward_rows(self, x: Tensor, task: Tensor) -> Tensor:
+        """Rows of several tasks in one batch: grouped by task, one pass, put back in order."""
+        if task.shape[0] != x.shape[0] or task.is_floating_point() or task.dtype == torch.bool:
+            raise ValueError(
+                f"a task-index tensor must be [B] integers with B = {x.shape[0]} rows of x; got "
+                f"{task.dtype} {tuple(task.shape)}"
+            )
+        ids = task.to("cpu", torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_tasks):
+            raise ValueError(f"task indices must be in [0, {self.num_tasks}); got {ids.tolist()}")
+        order = torch.argsort(ids, stable=True)
+        counts = torch.bincount(ids, minlength=self.num_tasks).tolist()
+        requests, start = [], 0
+        for t, n in enumerate(counts):
+            if n:
+                requests.append((t, start, start + n))
+                start += n
+        outs = self._forward_requests(x[order.to(x.device)], requests)
+        width = max(self.num_outputs)
+        grouped = torch.cat([F.pad(o, (0, width - o.shape[1])) for o in outs])
+        return grouped[torch.argsort(order).to(grouped.device)]
 
     def forward_tasks(self, xs: Sequence[Tensor], tasks: Sequence[int]) -> list[Tensor]:
         """Outputs for one mini-batch per task: ``out[j] = model(xs[j], tasks[j])``.
