@@ -186,7 +186,7 @@ FAMILIES = Registry("problem family", "family")
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
-ENCODERS.add("mlp", "manytask.nn.mlp:MLP")
+ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
 ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")

@@ -51,6 +51,10 @@ class Conv4(nn.Module):
             conv_block(hidden, hidden),
         )
 
+    def stages(self) -> list[nn.Module]:
+        """The four blocks; ``forward(x) == flatten(blocks(x))`` (multi-task models cut here)."""
+        return list(self.blocks)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
