@@ -150,7 +150,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(f"{name:28s} {entry['status']:8s} {entry['message']}")
         return 1 if any(e["status"] == "invalid" for e in report.values()) else 0
     if args.action == "build":
-        path = omniglot.build_embedded(args.out, data_dir=args.data_dir, progress=not args.quiet)
+        path = omniglot.build_embedded(
+            args.out,
+            data_dir=args.data_dir,
+            replace_embedded=args.replace_embedded,
+            progress=not args.quiet,
+        )
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         return 0
     raise AssertionError(args.action)  # pragma: no cover
@@ -232,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dataset", nargs="?", default="omniglot", choices=DATASETS)
     d.add_argument("--data-dir", help="data directory (default $MANYTASK_DATA, else user cache)")
     d.add_argument("--url", help="fetch: base URL of a mirror")
-    d.add_argument("--out", help="build: output file (default: the package's embedded file)")
+    d.add_argument("--out", help="build: output file (default: the cache directory)")
+    d.add_argument(
+        "--replace-embedded",
+        action="store_true",
+        help="build: overwrite the array shipped inside the package (maintainers only)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_data)
 
