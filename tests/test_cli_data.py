@@ -13,6 +13,24 @@ def test_data_list_and_verify(shared_data, capsys):
     out = capsys.readouterr().out
     assert "images_background" in out and "ok" in out
     assert main(["data", "verify", "--data-dir", str(shared_data)]) == 0
+    out = capsys.readouterr().out
+    ok = {}
+    for line in out.splitlines():
+        if " ok " in line:
+            ok[line.split()[0]] = ok.get(line.split()[0], 0) + 1
+    # `data verify` covers every registered data set; Omniglot's four archives as before.
+    assert ok == {
+        "omniglot": 4,
+        "mnist": 4,
+        "fashion_mnist": 4,
+        "multi_mnist": 4,
+        "multi_fashion": 4,
+        "yeast": 3,
+        "scene": 3,
+        "emotions": 3,
+        "census_income": 2,
+    }
+    assert main(["data", "verify", "omniglot", "--data-dir", str(shared_data)]) == 0
     assert capsys.readouterr().out.count(" ok ") == 4
 
 
@@ -75,3 +93,16 @@ def test_data_build_without_out_leaves_the_shipped_file_alone(tmp_path, monkeypa
     assert shipped.read_bytes() == built.read_bytes()
     assert main(["data", "build", "omniglot", "--replace-embedded", "--out", "x", "--quiet"]) == 2
     assert "--replace-embedded" in capsys.readouterr().err
+
+
+def test_registry_cli_errors_and_generated_sets(tmp_path, capsys):
+    assert main(["data", "verify", "mulit_mnist", "--data-dir", str(tmp_path)]) == 2
+    assert "Did you mean 'multi_mnist'" in capsys.readouterr().err
+    assert main(["data", "verify", "mmoe_synthetic", "--data-dir", str(tmp_path)]) == 0
+    assert "no files needed" in capsys.readouterr().out
+    assert main(["data", "verify", "emotions", "--data-dir", str(tmp_path)]) == 0  # missing
+    out = capsys.readouterr().out
+    assert out.count(" missing ") == 3 and "manytask data fetch emotions" in out
+    assert main(["data", "fetch", "--url", "http://127.0.0.1:9", "--quiet"]) == 2
+    assert "give DATASET" in capsys.readouterr().err
+    assert main(["data", "build", "mnist"]) == 2
