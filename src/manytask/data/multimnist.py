@@ -78,9 +78,9 @@ def overlay_pairs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
     Example:
         >>> a = np.zeros((1, 28, 28), np.uint8); a[0, 0, 0] = 200
-        >>> b = np.zeros((1, 28, 28), np.uint8); b[0, 27, 27] = 100
+        >>> b = np.zeros((1, 28, 28), np.uint8); b[0, 26, 26] = 100  # canvas (32, 32)
         >>> out = overlay_pairs(a, b)
-        >>> out.shape, int(out[0, 0, 0]), int(out[0, 26, 26])
+        >>> out.shape, int(out[0, 0, 0]), int(out[0, 25, 25])
         ((1, 28, 28), 200, 100)
     """
     if left.shape != right.shape or left.shape[1:] != (SIZE, SIZE) or left.dtype != np.uint8:
