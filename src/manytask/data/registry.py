@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from manytask.data import census, mnist, mulan, multimnist, omniglot, omniglot_tasks, synthetic
+from manytask.data import census, mnist, mulan, multimnist, omniglot, omniglot_alphabets, synthetic
 from manytask.data.multitask import MultiTaskData
 from manytask.data.sources import FileSet
 
@@ -81,7 +81,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "omniglot_alphabets",
             "Omniglot by alphabet: 50 tasks, each classifying its own characters (embedded)",
-            omniglot_tasks.load_omniglot_alphabets,
+            omniglot_alphabets.load_omniglot_alphabets,
         ),
         DatasetInfo(
             "mnist", "MNIST digits, one 10-way task (baseline)", mnist.load_mnist, mnist.MNIST_FILES

@@ -7,7 +7,7 @@ import torch
 
 from manytask.data.multitask import MultiTaskData
 from manytask.data.omniglot import _load_embedded, _split_json
-from manytask.data.omniglot_tasks import DRAWER_SPLIT, SCRIPT_TYPE, load_omniglot_alphabets
+from manytask.data.omniglot_alphabets import DRAWER_SPLIT, SCRIPT_TYPE, load_omniglot_alphabets
 
 
 @pytest.fixture(scope="module")
