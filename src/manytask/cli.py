@@ -8,6 +8,7 @@
     manytask validate [FILE ...]
     manytask data list|fetch|build|verify
     manytask eval RUN_DIR [key=value ...]
+    manytask predict RUN_DIR --support DIR --query DIR
     manytask env
 """
 
@@ -53,6 +54,13 @@ class _GracefulStop:
         return self.requested
 
 
+def _context(cfg: Any) -> Any:
+    """The run context, built here at the command-line edge (the only place env is read)."""
+    from manytask.train import RunContext
+
+    return RunContext.from_environment(cfg.device, quiet=cfg.quiet)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from manytask.config import load_config
     from manytask.recipes import resolve_recipe
@@ -61,18 +69,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stop = _GracefulStop()
     if args.resume:
         if args.recipe:
-            raise SystemExit("manytask run --resume RUN_DIR takes no recipe or overrides")
+            raise UsageError("manytask run --resume RUN_DIR takes no recipe or overrides")
+        if args.out:
+            raise UsageError(
+                "manytask run --resume RUN_DIR continues the run in RUN_DIR itself; --out "
+                "cannot move it. To start a new run from its config, use "
+                f"`manytask run {Path(args.resume) / 'config.yaml'} --out {args.out}`"
+            )
         run = RunDir(args.resume)
         cfg = load_config(run.read_config(), ["quiet=true"] if args.quiet else None)
         with stop:
-            result = train(cfg, run, resume=True, should_stop=stop)
+            result = train(cfg, run, _context(cfg), resume=True, should_stop=stop)
     else:
         if not args.recipe:
-            raise SystemExit("manytask run: give a RECIPE (see `manytask ls`) or --resume RUN_DIR")
+            raise UsageError("manytask run: give a RECIPE (see `manytask ls`) or --resume RUN_DIR")
         recipe, *overrides = args.recipe
         bad = [o for o in overrides if "=" not in o]
         if bad:
-            raise SystemExit(f"manytask run: {bad[0]!r} is not a key=value override")
+            raise UsageError(f"manytask run: {bad[0]!r} is not a key=value override")
         if args.quiet:
             overrides.append("quiet=true")
         cfg = load_config(resolve_recipe(recipe), overrides)
@@ -84,12 +98,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"run folder: {out}", file=sys.stderr)
         run = RunDir(out)
         with stop:
-            result = train(cfg, run, should_stop=stop)
+            result = train(cfg, run, _context(cfg), should_stop=stop)
     if result is None:
         print(f"stopped at a checkpoint; continue with `manytask run --resume {run.path}`")
         return 130
-    e = cfg.eval.episode
-    print(f"{cfg.name}: {e.ways}-way {e.shots}-shot test accuracy {result.test}")
+    print(result.summary())
     print(f"report: {result.run.path / 'report.md'}")
     return 0
 
@@ -131,7 +144,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
     names = [registry.get_dataset(args.dataset).name] if args.dataset else registry.list_datasets()
     if args.action == "build":
         if names != ["omniglot"] and args.dataset:
-            raise ValueError(f"`data build` makes Omniglot's embedded array; got {args.dataset!r}")
+            raise UsageError(f"`data build` makes Omniglot's embedded array; got {args.dataset!r}")
+        if args.out and args.replace_embedded:
+            raise UsageError("data build: give --out or --replace-embedded, not both")
         path = omniglot.build_embedded(
             args.out,
             data_dir=args.data_dir,
@@ -142,7 +157,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return 0
     if args.action == "fetch":
         if args.url and not args.dataset:
-            raise ValueError("--url names the mirror of one data set: give DATASET too")
+            raise UsageError("--url names the mirror of one data set: give DATASET too")
         for name in names:
             for p in registry.fetch_dataset(
                 name, args.data_dir, base_url=args.url, progress=not args.quiet
@@ -170,23 +185,36 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from manytask.train import RunDir, evaluate_run
+    from manytask.train import RunDir, evaluate_run, run_config
 
-    overrides = list(args.overrides)
-    acc, cfg = evaluate_run(args.run_dir, overrides, progress=not args.quiet)
-    e = cfg.eval.episode
-    print(f"{cfg.name}: {e.ways}-way {e.shots}-shot test accuracy {acc}")
-    name = f"eval-{e.ways}w{e.shots}s-q{e.queries}-n{cfg.eval.episodes}-seed{cfg.eval.seed}.json"
-    RunDir(args.run_dir).write_json(
-        name,
-        {
-            **acc.as_dict(),
-            "ways": e.ways,
-            "shots": e.shots,
-            "queries": e.queries,
-            "seed": cfg.eval.seed,
-        },
+    overrides = list(args.overrides) + (["quiet=true"] if args.quiet else [])
+    cfg = run_config(args.run_dir, overrides)
+    score, summary, cfg = evaluate_run(args.run_dir, overrides, _context(cfg))
+    shape = f"{summary['ways']}-way " if summary.get("ways") else ""
+    print(f"{cfg.name}: {shape}{summary['shots']}-shot test {score}")
+    e = cfg.eval
+    name = (
+        f"eval-{summary.get('ways') or 0}w{summary['shots']}s-q{summary['queries']}"
+        f"-n{e.episodes}-seed{e.seed}.json"
     )
+    RunDir(args.run_dir).write_json(name, summary)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from manytask.train import load_run, resolve_device, run_config
+    from manytask.train.predict import predict_folders
+
+    cfg = run_config(args.run_dir)
+    device = resolve_device(args.device)
+    learner = load_run(args.run_dir, device)
+    source = cfg.source()
+    rows = predict_folders(
+        learner, args.support, args.query, in_shape=source.in_shape, device=device
+    )
+    width = max(len(r.path) for r in rows)
+    for r in rows:
+        print(f"{r.path:{width}s}  {r.label}  {100 * r.probability:5.1f}%")
     return 0
 
 
@@ -224,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="manytask", description="Multi-task and meta-learning: run benchmarks end to end."
     )
     p.add_argument("--version", action="version", version=f"manytask {manytask.__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of every error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train and test a recipe (or resume a run)")
@@ -260,20 +289,51 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
+    pr = sub.add_parser(
+        "predict", help="classify your own images with a trained few-shot classifier"
+    )
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument(
+        "--support", required=True, metavar="DIR",
+        help="one sub-folder per class holding its example images (any number of shots)",
+    )  # fmt: skip
+    pr.add_argument(
+        "--query", required=True, metavar="DIR", help="images to classify (searched recursively)"
+    )
+    pr.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    pr.set_defaults(func=_cmd_predict)
+
     en = sub.add_parser("env", help="versions and paths, for bug reports")
     en.set_defaults(func=_cmd_env)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``manytask`` command; returns the exit status."""
-    from manytask.config import ConfigError
+class UsageError(Exception):
+    """The command line was used wrongly; the message says how to use it."""
 
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors in what the user asked for: shown as one line, without a traceback."""
+    from manytask.data.archives import ArchiveError
+    from manytask.typed import ManytaskError
+
+    return (UsageError, ManytaskError, ArchiveError, FileNotFoundError, FileExistsError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``manytask`` command; returns the exit status.
+
+    A user error (bad config or command line, bad or missing data, an impossible request,
+    a diverged run) prints one line and exits 2; anything else is a bug and shows its
+    traceback; ``--debug`` shows the traceback of every error.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as exc:
+    except _user_errors() as exc:
+        if args.debug:
+            raise
         print(f"manytask: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

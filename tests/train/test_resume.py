@@ -18,6 +18,10 @@ def _metrics(run: RunDir):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in run.metrics()]
 
 
+def _step(run: RunDir) -> int:
+    return int(run.load_checkpoint()["parts"]["clock"]["step"])
+
+
 def _weights(run_dir):
     return load_run(run_dir).state_dict()
 
@@ -37,8 +41,14 @@ def test_stop_and_resume_matches_uninterrupted(tmp_path, tiny_overrides):
     full = train(cfg, tmp_path / "full")
     assert full is not None
     assert train(cfg, tmp_path / "split", stop_after=3) is None  # stops between checkpoints
-    assert RunDir(tmp_path / "split").load_checkpoint()["step"] == 3
+    split = RunDir(tmp_path / "split")
+    assert _step(split) == 3
+    # Bug 10: a SIGKILL during an atomic write leaves a temp file; --resume removes it.
+    stray = [split.path / ".results.json.abc.tmp", split.checkpoint_dir / ".last.pt.xyz.tmp"]
+    for p in stray:
+        p.write_bytes(b"half a file")
     resumed = train(cfg, tmp_path / "split", resume=True)
+    assert not any(p.exists() for p in stray)
     assert resumed is not None
     _assert_same_run(tmp_path / "full", tmp_path / "split")
     assert resumed.test.mean == full.test.mean
@@ -66,7 +76,7 @@ def _interrupt_then_resume(tmp_path, tiny_overrides, *, checkpoint_every, ready,
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(sig)
     stdout, _ = proc.communicate(timeout=120)
-    step = run.load_checkpoint()["step"]
+    step = _step(run)
     assert not (out / "results.json").exists()
     subprocess.run(
         [sys.executable, "-m", "manytask.cli", "run", "--resume", str(out)],
@@ -83,7 +93,9 @@ def test_killed_process_resumes_to_the_same_result(tmp_path, tiny_overrides):
 
     def ready(run):
         ckpt = run.last_checkpoint
-        return ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 8
+        if not ckpt.exists():
+            return False
+        return torch.load(ckpt, weights_only=True)["parts"]["clock"]["step"] >= 8
 
     run, _, _, step = _interrupt_then_resume(
         tmp_path, tiny_overrides, checkpoint_every=4, ready=ready, sig=signal.SIGKILL

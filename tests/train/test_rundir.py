@@ -68,8 +68,10 @@ def test_failed_setup_leaves_no_run_folder(tmp_path, tiny_overrides):
     from manytask.train import train
 
     cfg = load_config(
-        recipe_path("omniglot/protonet-5w1s"), [*tiny_overrides, "train.episode.ways=5000"]
-    )
-    with pytest.raises(ValueError, match="ways"):
+        recipe_path("omniglot/protonet-5w1s"),
+        [*tiny_overrides, "train.episode.ways=4200", "train.episode.tasks=1",
+         "train.episode.queries=1"],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"train\.episode: ways=4200 but only 4112 classes"):
         train(cfg, tmp_path / "r")
     assert not (tmp_path / "r").exists()

@@ -1,7 +1,13 @@
 """Data: stores (download, verify, cache), splits, episode samplers and multi-task data sets."""
 
 from manytask.data.archives import ArchiveError
-from manytask.data.episodes import Episode, EpisodeSampler, FixedEpisodes, fixed_episodes
+from manytask.data.episodes import (
+    Episode,
+    EpisodeSampler,
+    FixedEpisodes,
+    RegressionEpisode,
+    fixed_episodes,
+)
 from manytask.data.multitask import MultiTaskData, TaskData, TaskKind, TaskSpec, to_float
 from manytask.data.omniglot import (
     build_embedded,
@@ -23,7 +29,7 @@ from manytask.data.registry import (
 from manytask.data.store import ImageStore
 
 __all__ = ["ImageStore", "cache_dir", "data_dir"]
-__all__ += ["Episode", "EpisodeSampler", "FixedEpisodes", "fixed_episodes"]
+__all__ += ["Episode", "EpisodeSampler", "FixedEpisodes", "RegressionEpisode", "fixed_episodes"]
 __all__ += [
     "ArchiveError",
     "build_embedded",

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from manytask.data.store import ImageStore
 
-__all__ = ["Episode", "EpisodeSampler", "FixedEpisodes", "fixed_episodes"]
+__all__ = ["Episode", "EpisodeSampler", "FixedEpisodes", "RegressionEpisode", "fixed_episodes"]
 
 GroupBy = Literal["none", "alphabet"]
 _GROUP_BY: tuple[str, ...] = get_args(GroupBy)
@@ -107,6 +107,72 @@ class Episode:
         return (
             f"Episode(tasks={self.tasks}, ways={self.ways}, shots={self.shots}, "
             f"queries={self.queries}, image={tuple(self.support_x.shape[2:])}, "
+            f"device={self.support_x.device})"
+        )
+
+
+@dataclass(frozen=True)
+class RegressionEpisode:
+    """A meta-batch of ``T`` few-shot regression tasks (support and query points).
+
+    Attributes:
+        support_x: ``float32`` ``[T, K, *x]`` inputs of the support points.
+        support_y: ``float32`` ``[T, K, out]`` their targets.
+        query_x: ``float32`` ``[T, Q, *x]``.
+        query_y: ``float32`` ``[T, Q, out]``.
+        params: ``float32`` ``[T, P]``, the parameters that define each task (e.g. a
+            sinusoid's amplitude and phase), so every target can be traced to its task.
+
+    Example:
+        >>> import torch
+        >>> ep = RegressionEpisode(
+        ...     support_x=torch.zeros(4, 5, 1), support_y=torch.zeros(4, 5, 1),
+        ...     query_x=torch.zeros(4, 10, 1), query_y=torch.zeros(4, 10, 1),
+        ...     params=torch.zeros(4, 2),
+        ... )
+        >>> ep.tasks, ep.shots, ep.queries, ep.ways
+        (4, 5, 10, None)
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    params: Tensor
+
+    @property
+    def tasks(self) -> int:
+        """Number of tasks ``T`` in the meta-batch."""
+        return int(self.support_x.shape[0])
+
+    @property
+    def ways(self) -> None:
+        """Regression tasks have no classes."""
+        return None
+
+    @property
+    def shots(self) -> int:
+        """Support points per task ``K``."""
+        return int(self.support_x.shape[1])
+
+    @property
+    def queries(self) -> int:
+        """Query points per task ``Q``."""
+        return int(self.query_x.shape[1])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> RegressionEpisode:
+        """The same tasks with every tensor on ``device``."""
+        return RegressionEpisode(
+            *(
+                getattr(self, f).to(device, non_blocking=non_blocking)
+                for f in ("support_x", "support_y", "query_x", "query_y", "params")
+            )
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RegressionEpisode(tasks={self.tasks}, shots={self.shots}, queries={self.queries}, "
+            f"x={tuple(self.support_x.shape[2:])}, y={tuple(self.support_y.shape[2:])}, "
             f"device={self.support_x.device})"
         )
 

@@ -18,10 +18,12 @@ from typing import Any
 from manytask.data import census, mnist, mulan, multimnist, omniglot, omniglot_alphabets, synthetic
 from manytask.data.multitask import MultiTaskData
 from manytask.data.sources import FileSet
+from manytask.typed import ManytaskError
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
+    "UnknownDatasetError",
     "fetch_dataset",
     "get_dataset",
     "list_datasets",
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 Report = dict[str, dict[str, Any]]
+
+
+class UnknownDatasetError(ManytaskError, ValueError):
+    """A data-set name that is not registered (or not a multi-task set where one is needed)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ def get_dataset(name: str) -> DatasetInfo:
     except (KeyError, TypeError):
         close = difflib.get_close_matches(str(name), DATASETS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
+        raise UnknownDatasetError(
             f"unknown data set {name!r}; known: {', '.join(DATASETS)}.{hint}"
         ) from None
 
@@ -167,7 +173,9 @@ def load_dataset(
     info = get_dataset(name)
     if info.load is None:
         multi = [n for n, d in DATASETS.items() if d.load is not None]
-        raise ValueError(f"{name!r} is not a multi-task data set; those are: {', '.join(multi)}")
+        raise UnknownDatasetError(
+            f"{name!r} is not a multi-task data set; those are: {', '.join(multi)}"
+        )
     return info.load(data_dir, **kwargs)
 
 

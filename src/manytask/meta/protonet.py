@@ -53,12 +53,15 @@ class ProtoNet(MetaLearner):
     Args:
         encoder: the embedding network ``f`` (e.g. :class:`manytask.nn.Conv4`).
 
+    Call it with ``ways`` (the number of classes ``N``) whenever it is known; without it the
+    labels' maximum is read, which costs a device sync.
+
     Example:
         >>> from manytask.nn import Conv4
         >>> learner = ProtoNet(Conv4())
         >>> sx, qx = torch.rand(2, 5, 1, 28, 28), torch.rand(2, 10, 1, 28, 28)
         >>> sy = torch.arange(5).repeat(2, 1)
-        >>> learner(sx, sy, qx).shape
+        >>> learner(sx, sy, qx, ways=5).shape
         torch.Size([2, 10, 5])
     """
 
@@ -66,8 +69,11 @@ class ProtoNet(MetaLearner):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        check_task_batch(support_x, support_y, query_x)
+    def forward(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
+    ) -> Tensor:
+        if check_task_batch(support_x, support_y, query_x, ways) != "classification":
+            raise ValueError("ProtoNet classifies: support_y must hold integer labels [T, N*K]")
         t, ns = support_x.shape[:2]
         nq = query_x.shape[1]
         # One encoder pass over support and query of every task (batch norm sees them together,
@@ -76,7 +82,7 @@ class ProtoNet(MetaLearner):
         z = self.encoder(flat)
         zs = z[: t * ns].view(t, ns, -1).float()
         zq = z[t * ns :].view(t, nq, -1).float()
-        ways = int(support_y.max()) + 1
+        ways = self.ways_of(support_y, ways)
         # Distances in fp32 even under autocast: ||q||^2 - 2 q.c + ||c||^2 cancels badly in bf16.
         with torch.autocast(z.device.type, enabled=False):
             return -squared_distances(zq, prototypes(zs, support_y, ways))

@@ -1,58 +1,94 @@
-"""Give back what a run trained: :func:`load_run` and :func:`evaluate_run`."""
+"""Give back what a run trained: :func:`load_run`, :func:`evaluate_run`, :func:`run_config`.
+
+These work for every family and for runs written by older versions of manytask: a run's
+``config.yaml`` carries its schema version and is migrated when read (see
+:func:`manytask.config.migrate`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from pathlib import Path
+from typing import Any
 
 import torch
 
-from manytask.config import RunConfig, load_config
-from manytask.meta import MetaLearner
-from manytask.train.build import build_learner, load_splits, meta_test_episodes, resolve_device
-from manytask.train.evaluate import Accuracy, evaluate
+from manytask.config import load_config
+from manytask.train.context import RunContext
+from manytask.train.evaluate import Score
 from manytask.train.rundir import RunDir
 
-__all__ = ["evaluate_run", "load_run", "run_config"]
+__all__ = ["evaluate_run", "load_run", "run_config", "train", "trainer_of"]
 
 
-def run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+def run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Any:
     """The resolved config of a run folder (with optional ``key=value`` overrides)."""
-    return load_config(RunDir(run_dir).read_config(), overrides)
+    return load_config(RunDir(run_dir, writer=False).read_config(), overrides)
 
 
-def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> MetaLearner:
-    """The trained meta-learner of a finished run, in eval mode, ready to call.
+def trainer_of(cfg: Any) -> Any:
+    """The module that trains ``cfg``'s family (its ``train``, ``load_model``, ...)."""
+    return importlib.import_module(type(cfg).trainer)
 
-    Args:
-        run_dir: a run folder written by ``manytask run`` (or :func:`manytask.train.train`).
-        device: where to put the learner.
 
-    Returns:
-        The learner: ``learner(support_x, support_y, query_x) -> logits [T, N*Q, N]``.
+def train(
+    cfg: Any,
+    run_dir: str | os.PathLike[str] | RunDir,
+    ctx: RunContext | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Train ``cfg`` (any family) in ``run_dir``; see the family's ``train`` for ``kwargs``.
+
+    ``ctx`` defaults to :meth:`RunContext.from_environment` of the config's device.
     """
-    run = RunDir(run_dir)
-    cfg = load_config(run.read_config())
-    learner = build_learner(cfg.model)
+    return trainer_of(cfg).train(cfg, run_dir, ctx, **kwargs)
+
+
+def _learner_state(run: RunDir) -> dict[str, Any]:
     weights = run.final_weights if run.final_weights.exists() else run.last_checkpoint
     if not weights.exists():
-        raise FileNotFoundError(f"{Path(run_dir)} has no trained weights yet (no checkpoints)")
+        raise FileNotFoundError(f"{run.path} has no trained weights yet (no checkpoints)")
     state = run.load_checkpoint(weights)
-    learner.load_state_dict(state["learner"])
-    return learner.to(device).eval()
+    learner: dict[str, Any] = state.get("parts", state)["learner"]
+    return learner
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    overrides: list[str] | None = None,
+) -> Any:
+    """The trained learner (or model) of a run, in eval mode, ready to call.
+
+    Args:
+        run_dir: a run folder written by ``manytask run`` (or a family's ``train``).
+        device: where to put it.
+        overrides: ``key=value`` changes to the run's config that do not change the model
+            (e.g. ``data.source=archives``).
+
+    Returns:
+        For a meta-learning run, the learner:
+        ``learner(support_x, support_y, query_x, ways=N) -> predictions``. The final weights
+        when the run finished, else those of the last checkpoint.
+    """
+    run = RunDir(run_dir, writer=False)
+    cfg = run_config(run_dir, overrides)
+    model = trainer_of(cfg).load_model(cfg, _learner_state(run))
+    return model.to(device).eval()
 
 
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     overrides: list[str] | None = None,
-    *,
-    progress: bool = True,
-) -> tuple[Accuracy, RunConfig]:
-    """Evaluate a run's learner on its fixed test episodes (``eval.*`` may be overridden)."""
+    ctx: RunContext | None = None,
+) -> tuple[Score, dict[str, Any], Any]:
+    """Evaluate a run's trained model on its fixed test tasks (``eval.*`` may be overridden).
+
+    Returns:
+        The score, a summary dict (as in ``results.json``'s ``test``) and the config used.
+    """
     cfg = run_config(run_dir, overrides)
-    device = resolve_device(cfg.device)
-    learner = load_run(run_dir, device)
-    splits = load_splits(cfg.data, progress=progress)
-    episodes = meta_test_episodes(cfg, splits.test, device)
-    acc = evaluate(learner, episodes, total=len(episodes), progress=progress, desc="test")
-    return acc, cfg
+    ctx = ctx or RunContext.from_environment(cfg.device, quiet=cfg.quiet)
+    model = load_run(run_dir, ctx.device, overrides)
+    score, summary = trainer_of(cfg).evaluate_run(cfg, model, ctx)
+    return score, summary, cfg

@@ -1,109 +1,124 @@
-"""Turn a :class:`~manytask.config.RunConfig` into the objects a run needs."""
+"""Turn names and typed arguments into the objects a run needs.
+
+These functions are the bridge from a config to the library: learners and modules take typed
+arguments and never see a config object.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from manytask.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig
-from manytask.data.store import ImageStore
-from manytask.meta import MetaLearner, ProtoNet
-from manytask.nn import Conv4, init_parameters
+from manytask.nn import init_parameters
+from manytask.registry import ENCODERS, LEARNERS
+from manytask.typed import ConfigError
 
-__all__ = [
-    "DataSplits",
-    "build_learner",
-    "load_splits",
-    "make_fixed_episodes",
-    "meta_test_episodes",
-    "resolve_device",
-]
+__all__ = ["build_encoder", "build_learner", "build_optimizer", "build_scheduler"]
+
+_LEARNER_INJECTED = ("encoder", "ways", "in_shape", "out_features")
+_ENCODER_INJECTED = ("in_shape", "in_channels", "in_features")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"device: {name!r} is not a device (try 'auto', 'cpu', 'cuda')") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but CUDA is not available here; use 'cpu'")
-    return device
+def build_encoder(name: str, args: Mapping[str, Any], *, in_shape: Sequence[int]) -> nn.Module:
+    """The encoder ``name`` with typed ``args`` for inputs of ``in_shape``.
+
+    Example:
+        >>> build_encoder("conv4", {"hidden": 8}, in_shape=(1, 28, 28))
+        Conv4(
+          in_channels=1, hidden=8
+          ...
+    """
+    typed = ENCODERS.check_args(name, args, injected=_ENCODER_INJECTED, where="model.encoder_args")
+    shape = tuple(int(s) for s in in_shape)
+    supplied = {"in_shape": shape, "in_channels": shape[0], "in_features": math.prod(shape)}
+    for key in _ENCODER_INJECTED:
+        if ENCODERS.takes(name, key):
+            typed[key] = supplied[key]
+    module: nn.Module = ENCODERS.get(name)(**typed)
+    return module
 
 
-def build_learner(cfg: ModelConfig, in_channels: int = 1, *, seed: int = 0) -> MetaLearner:
-    """The meta-learner named by ``cfg.learner`` over ``cfg.encoder``, initialised from ``seed``."""
-    encoder: nn.Module
-    if cfg.encoder == "conv4":
-        encoder = Conv4(in_channels=in_channels, hidden=cfg.hidden)
-    else:  # pragma: no cover - guarded by the config's Literal
-        raise ValueError(f"model.encoder: unknown encoder {cfg.encoder!r}")
-    if cfg.learner == "protonet":
-        learner: MetaLearner = ProtoNet(encoder)
-        return init_parameters(learner, seed)  # type: ignore[return-value]
-    raise ValueError(f"model.learner: unknown learner {cfg.learner!r}")  # pragma: no cover
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    """The meta-train, meta-validation and meta-test class sets of a run."""
-
-    train: ImageStore
-    val: ImageStore
-    test: ImageStore
-
-
-def load_splits(cfg: DataConfig, *, progress: bool = True) -> DataSplits:
-    """Load the data set named in ``cfg`` and cut it into its train / val / test classes."""
-    from manytask.data.omniglot import load_omniglot, omniglot_split
-
-    store = load_omniglot(cfg.image_size, source=cfg.source, progress=progress)
-    return DataSplits(
-        train=omniglot_split(store, cfg.split, cfg.train_part),
-        val=omniglot_split(store, cfg.split, cfg.val_part),
-        test=omniglot_split(store, cfg.split, cfg.test_part),
-    )
-
-
-def make_fixed_episodes(
-    store: ImageStore,
-    ep: EpisodeConfig,
-    data: DataConfig,
+def build_learner(
+    learner: str,
+    args: Mapping[str, Any] | None = None,
+    encoder: str | None = "conv4",
+    encoder_args: Mapping[str, Any] | None = None,
     *,
-    episodes: int,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-):  # -> FixedEpisodes
-    """The fixed, seeded evaluation episodes for ``store`` (same on every run and machine)."""
-    from manytask.data.episodes import fixed_episodes
+    in_shape: Sequence[int],
+    ways: int | None = None,
+    out_features: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """The meta-learner ``learner`` with its encoder, every parameter drawn from ``seed``.
 
-    return fixed_episodes(
-        store,
-        ep.ways,
-        ep.shots,
-        ep.queries,
-        episodes,
-        seed=seed,
-        rotations=tuple(data.rotations),
-        batch_size=batch_size,
-        group_by=data.group_by,
-        device=device,
+    Args:
+        learner: a name in :data:`manytask.registry.LEARNERS`.
+        args: the learner's typed arguments (checked against its constructor).
+        encoder: a name in :data:`manytask.registry.ENCODERS` for learners that take one.
+        encoder_args: the encoder's typed arguments.
+        in_shape: the per-example input shape (e.g. ``(1, 28, 28)``).
+        ways: the number of classes at training (for learners with a fixed output size).
+        out_features: the target width of regression problems.
+        seed: the seed of :func:`manytask.nn.init_parameters`.
+
+    Example:
+        >>> net = build_learner("protonet", {}, "conv4", {"hidden": 8}, in_shape=(1, 28, 28))
+        >>> type(net).__name__
+        'ProtoNet'
+    """
+    typed = LEARNERS.check_args(learner, args or {}, injected=_LEARNER_INJECTED, where="model.args")
+    supplied: dict[str, Any] = {
+        "in_shape": tuple(int(s) for s in in_shape),
+        "ways": ways,
+        "out_features": out_features,
+    }
+    if LEARNERS.takes(learner, "encoder"):
+        if encoder is None:
+            raise ConfigError(f"model.encoder: learner {learner!r} needs an encoder")
+        supplied["encoder"] = build_encoder(encoder, encoder_args or {}, in_shape=in_shape)
+    for arg in LEARNERS.arguments(learner):
+        if arg.name not in supplied:
+            continue
+        if supplied[arg.name] is not None:
+            typed[arg.name] = supplied[arg.name]
+        elif arg.required:
+            raise ConfigError(
+                f"learner {learner!r} needs {arg.name!r}, which this problem does not have"
+            )
+    module = LEARNERS.get(learner)(**typed)
+    return init_parameters(module, seed)
+
+
+def build_optimizer(params: Any, optim: Any) -> torch.optim.Optimizer:
+    """Adam or SGD over ``params`` from an :class:`~manytask.config.meta.OptimConfig`."""
+    if optim.optimizer == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.SGD(
+        params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
     )
 
 
-def meta_test_episodes(cfg: RunConfig, store: ImageStore, device: torch.device):  # -> FixedEpisodes
-    """The run's meta-test episodes: ``cfg.eval`` applied to ``store``."""
-    return make_fixed_episodes(
-        store,
-        cfg.eval.episode,
-        cfg.data,
-        episodes=cfg.eval.episodes,
-        seed=cfg.eval.seed,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-    )
+def build_scheduler(opt: torch.optim.Optimizer, optim: Any, total: int) -> Any:
+    """The learning-rate schedule of ``optim`` over ``total`` steps (stepped once per step).
+
+    ``step`` without warm-up is a plain ``StepLR``; the rest is a ``LambdaLR`` of the factor
+    ``warmup ramp x (step decay | cosine | 1)``.
+    """
+    if optim.schedule == "step" and optim.warmup == 0:
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=optim.step_size, gamma=optim.gamma)
+    warmup, floor = optim.warmup, optim.min_lr_ratio
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if optim.schedule == "step":
+            return ramp * optim.gamma ** (step // optim.step_size)
+        if optim.schedule == "cosine":
+            t = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+            return ramp * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+        return ramp
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -1,38 +1,84 @@
-"""Meta-test evaluation: mean accuracy and its 95% confidence interval over fixed episodes."""
+"""Meta-test evaluation: the mean of a per-task metric and its 95% confidence interval."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from manytask.objectives import Objective, get_objective
 from manytask.train.progress import progress_bar
 
-__all__ = ["Accuracy", "episode_accuracy", "evaluate", "mean_ci95"]
+__all__ = ["Score", "evaluate", "mean_ci95"]
 
 
 @dataclass(frozen=True)
-class Accuracy:
-    """Accuracy over ``n`` episodes: ``mean`` and ``ci95`` are percentages.
+class Score:
+    """A metric over ``n`` tasks: its mean, 95% CI and standard deviation, in reported units.
 
-    ``ci95 = 1.96 * std / sqrt(n)`` with ``std`` the standard deviation of the per-episode
-    accuracies (population form, as in the ProtoNets and MAML evaluation code).
+    ``ci95 = 1.96 * std / sqrt(n)`` with ``std`` the standard deviation of the per-task values
+    (population form, as in the ProtoNets and MAML evaluation code).
+
+    Attributes:
+        metric: the metric's key (``"acc"``, ``"mse"``).
+        mean: the mean over tasks.
+        ci95: half-width of the 95% confidence interval of the mean.
+        std: standard deviation over tasks.
+        n: the number of tasks.
+        per_task: every task's value.
+        label: how reports name the metric (``"accuracy (%)"``).
+        higher_is_better: the metric's direction.
+        unit: ``"%"`` or ``""``.
     """
 
+    metric: str
     mean: float
     ci95: float
     std: float
     n: int
-    per_episode: tuple[float, ...]
+    per_task: tuple[float, ...]
+    label: str = ""
+    higher_is_better: bool = True
+    unit: str = ""
+
+    @classmethod
+    def of(cls, values: Sequence[float], objective: Objective) -> Score:
+        """The score of per-task ``values`` of ``objective``'s metric."""
+        mean, ci, std = mean_ci95(values)
+        return cls(
+            metric=objective.metric,
+            mean=mean,
+            ci95=ci,
+            std=std,
+            n=len(values),
+            per_task=tuple(float(v) for v in values),
+            label=objective.metric_label,
+            higher_is_better=objective.higher_is_better,
+            unit=objective.unit,
+        )
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f} +- {self.ci95:.2f}% (95% CI, {self.n} episodes)"
+        if self.unit == "%":
+            text = f"{self.mean:.2f} +- {self.ci95:.2f}%"
+        else:
+            text = f"{self.metric.upper()} {self.mean:.4g} +- {self.ci95:.2g}"
+        return f"{text} (95% CI, {self.n} tasks)"
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"acc": self.mean, "ci95": self.ci95, "std": self.std, "episodes": self.n}
+    def as_dict(self) -> dict[str, Any]:
+        """The summary (no per-task values), for ``metrics.jsonl`` and ``results.json``."""
+        return {
+            "metric": self.metric,
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "std": self.std,
+            "tasks": self.n,
+            "label": self.label,
+            "higher_is_better": self.higher_is_better,
+        }
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, float]:
@@ -46,37 +92,56 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, float]:
     return mean, 1.96 * std / math.sqrt(n), std
 
 
-def episode_accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
-    """Per-task accuracy ``[T]`` from logits ``[T, N*Q, N]`` and labels ``[T, N*Q]``."""
-    return (logits.argmax(-1) == query_y).float().mean(-1)
-
-
 @torch.no_grad()
 def evaluate(
     learner: nn.Module,
-    episodes: Iterable,  # of manytask.data.Episode
+    batches: Iterable[Any],
+    objective: Objective | str = "classification",
     *,
-    total: int | None = None,
     progress: bool = True,
     desc: str = "eval",
-) -> Accuracy:
-    """Accuracy of ``learner`` on ``episodes`` (each an Episode batch of tasks).
+) -> Score:
+    """The score of ``learner`` on every task of ``batches``.
+
+    Args:
+        learner: a meta-learner, called as ``learner(support_x, support_y, query_x, ways=...)``.
+        batches: an iterable of task batches (:class:`~manytask.data.Episode` or
+            :class:`~manytask.data.RegressionEpisode`), e.g. fixed evaluation episodes; when
+            it has ``num_episodes``, the progress bar counts tasks against it.
+        objective: the objective (or its name) whose metric is reported.
+        progress: show progress.
+        desc: the progress label.
 
     The learner is put in eval mode for the pass and restored to its previous mode after.
+
+    Example:
+        >>> from manytask.data import ImageStore, fixed_episodes
+        >>> from manytask.meta import ProtoNet
+        >>> from manytask.nn import Conv4
+        >>> store = ImageStore(
+        ...     images=torch.randint(0, 256, (8, 6, 28, 28), dtype=torch.uint8),
+        ...     class_names=tuple(f"A/c{i}" for i in range(8)), alphabets=("A",),
+        ...     alphabet_of=torch.zeros(8, dtype=torch.long),
+        ...     drawers=torch.zeros(8, 6, dtype=torch.long), source="random",
+        ... )
+        >>> test = fixed_episodes(store, 5, 1, 2, num_episodes=6, batch_size=4)
+        >>> score = evaluate(ProtoNet(Conv4(hidden=8)), test, progress=False)
+        >>> score.n, score.metric
+        (6, 'acc')
     """
+    obj = get_objective(objective) if isinstance(objective, str) else objective
     was_training = learner.training
     learner.eval()
-    accs: list[float] = []
+    values: list[float] = []
+    total = getattr(batches, "num_episodes", None)
     try:
-        with progress_bar(total=total, desc=desc, enabled=progress, unit="ep") as bar:
-            for ep in episodes:
-                logits = learner(ep.support_x, ep.support_y, ep.query_x)
-                batch = episode_accuracy(logits, ep.query_y).cpu().tolist()
-                accs.extend(batch)
-                bar.update(len(batch))
-                m = 100.0 * sum(accs) / len(accs)
-                bar.set_postfix(acc=f"{m:.2f}")
+        with progress_bar(total=total, desc=desc, enabled=progress, unit="task") as bar:
+            for batch in batches:
+                pred = learner(batch.support_x, batch.support_y, batch.query_x, ways=batch.ways)
+                part = obj.per_task(pred, batch.query_y).cpu().tolist()
+                values.extend(part)
+                bar.update(len(part))
+                bar.set_postfix(**{obj.metric: f"{sum(values) / len(values):.4g}"})
     finally:
         learner.train(was_training)
-    mean, ci, std = mean_ci95(accs)
-    return Accuracy(100.0 * mean, 100.0 * ci, 100.0 * std, len(accs), tuple(accs))
+    return Score.of(values, obj)

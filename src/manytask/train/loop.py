@@ -1,245 +1,198 @@
-"""The meta-training loop shared by every meta-learner.
+"""The training loop every family shares, and the checkpoint of its stateful parts.
 
-Sample a meta-batch of tasks, call the learner on the support sets, take cross-entropy on the
-query labels, step. The loop checkpoints atomically every ``train.checkpoint_every`` episodes;
-the checkpoint holds the learner, optimiser, scheduler, episode sampler and running-metric
-state, so a resumed run continues with the same data order and ends bit-identical to a run
-that never stopped.
+A family (meta-learning, multi-task learning) builds its parts and hands :func:`fit` one
+function that does one training step. :func:`fit` does the rest, the same way for every
+family: progress, a metrics line every ``log_every`` steps, validation every ``val_every``,
+an atomic checkpoint every ``checkpoint_every`` (and when stopped), and a clean stop on
+request.
+
+What a checkpoint holds comes from one dictionary of named stateful parts (anything with
+``state_dict()`` / ``load_state_dict()``: the learner, optimiser, scheduler, sampler, running
+metrics, the step clock, and later loss-weighting state). Adding a stateful part is one entry;
+:func:`save_state` and :func:`restore_state` save and restore all of them, so a resumed run
+continues with the same data order and ends bit-identical to one that never stopped.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
-from manytask.config import RunConfig, to_dict
-from manytask.train.build import (
-    build_learner,
-    load_splits,
-    make_fixed_episodes,
-    meta_test_episodes,
-    resolve_device,
-)
-from manytask.train.evaluate import Accuracy, episode_accuracy, evaluate
 from manytask.train.progress import progress_bar
 from manytask.train.rundir import RunDir
+from manytask.typed import ManytaskError
 
-__all__ = ["TrainResult", "train"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Clock",
+    "Schedule",
+    "Stateful",
+    "TrainingDiverged",
+    "Window",
+    "fit",
+    "restore_state",
+    "save_state",
+]
 
-log = logging.getLogger("manytask")
+CHECKPOINT_VERSION = 2
+"""The layout of ``checkpoints/last.pt``: ``{"version": 2, "parts": {name: state}}``."""
 
-CHECKPOINT_VERSION = 1
+
+class TrainingDiverged(ManytaskError, FloatingPointError):
+    """The training loss is not finite; the last good state is in the last checkpoint."""
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Mapping[str, Any]: ...
+    def load_state_dict(self, state: Mapping[str, Any], /) -> Any: ...
+
+
+class Clock:
+    """The step count and the training seconds so far (a stateful part)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.elapsed = 0.0
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {"step": self.step, "elapsed_s": self.elapsed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
+
+
+class Window:
+    """Running sums of named scalars between two log lines (a stateful part).
+
+    Values are added as tensors and summed on their device, so logging forces no device sync
+    until a line is written.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, values: Mapping[str, Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sums = {k: torch.as_tensor(v) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+def save_state(run: RunDir, parts: Mapping[str, Stateful]) -> None:
+    """Checkpoint every part atomically to ``checkpoints/last.pt``."""
+    run.save_checkpoint(
+        {"version": CHECKPOINT_VERSION, "parts": {k: p.state_dict() for k, p in parts.items()}}
+    )
+
+
+def restore_state(run: RunDir, parts: Mapping[str, Stateful]) -> None:
+    """Load ``checkpoints/last.pt`` into every part.
+
+    Raises:
+        ManytaskError: the checkpoint comes from another version of manytask, or lacks a part
+            (the message says which and what to do).
+    """
+    state = run.load_checkpoint()
+    version = state.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise ManytaskError(
+            f"{run.last_checkpoint}: this checkpoint has format {version}, written by "
+            f"another version of manytask (this one resumes format {CHECKPOINT_VERSION}). "
+            f"Its trained learner still loads (manytask.load_run, manytask eval); to train "
+            "further, start a new run."
+        )
+    saved = state["parts"]
+    missing = [k for k in parts if k not in saved]
+    if missing:
+        raise ManytaskError(
+            f"{run.last_checkpoint}: the checkpoint has no state for {', '.join(missing)}; it "
+            "was written by a run with other parts. Start a new run."
+        )
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` returns: the run folder, the test accuracy and the results dict."""
+class Schedule:
+    """When the loop logs, validates and checkpoints (every N steps; 0 = never validate)."""
 
-    run: RunDir
-    test: Accuracy
-    results: dict[str, Any]
-
-
-class _Window:
-    """Running sums of loss and accuracy between two log lines (saved in checkpoints)."""
-
-    def __init__(self) -> None:
-        self.loss = 0.0
-        self.acc = 0.0
-        self.count = 0
-
-    def add(self, loss: float, acc: float) -> None:
-        self.loss += loss
-        self.acc += acc
-        self.count += 1
-
-    def state_dict(self) -> dict[str, float | int]:
-        return {"loss": self.loss, "acc": self.acc, "count": self.count}
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.loss, self.acc, self.count = float(s["loss"]), float(s["acc"]), int(s["count"])
+    total: int
+    log_every: int
+    checkpoint_every: int
+    val_every: int = 0
 
 
-def train(
-    cfg: RunConfig,
-    run_dir: str | os.PathLike[str] | RunDir,
+def fit(
+    run: RunDir,
+    parts: Mapping[str, Stateful],
+    step: Callable[[], Mapping[str, Tensor]],
+    schedule: Schedule,
     *,
-    resume: bool = False,
+    validate: Callable[[], Mapping[str, Any]] | None = None,
+    lr: Callable[[], float] = lambda: float("nan"),
     stop_after: int | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> TrainResult | None:
-    """Meta-train ``cfg`` in ``run_dir``, then evaluate on the fixed meta-test episodes.
+    progress: bool = True,
+) -> bool:
+    """Run ``step`` until ``schedule.total`` steps are done (or a stop); True when finished.
 
     Args:
-        cfg: the resolved configuration.
-        run_dir: the run folder; created for a new run, read for ``resume=True``.
-        resume: continue from ``checkpoints/last.pt``.
-        stop_after: stop (after checkpointing) once this many episodes are done; the run
-            can be resumed later. ``None`` trains to ``cfg.train.episodes``. Returns ``None``
-            when it stopped early.
-        should_stop: polled after every episode; when it returns True the run checkpoints
-            and returns ``None`` (the command line sets it on Ctrl-C / SIGTERM).
-
-    Returns:
-        The test accuracy and results, or ``None`` if ``stop_after`` ended the run early.
+        run: the run folder (metrics and checkpoints go there).
+        parts: the stateful parts; must hold a :class:`Clock` as ``"clock"`` and a
+            :class:`Window` as ``"window"``.
+        step: one training step; returns named scalar tensors to average in the log.
+        schedule: how long and how often.
+        validate: returns a metrics record (without ``step``) for the validation split.
+        lr: the current learning rate, for the log.
+        stop_after: stop (after checkpointing) once this many steps are done.
+        should_stop: polled after every step; True checkpoints and stops.
+        progress: show progress.
     """
-    from manytask.data.episodes import EpisodeSampler
-
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not resume:
-        run.check_new()  # fail before loading anything
-    show = not cfg.quiet
-    device = resolve_device(cfg.device)
-    tc, ec = cfg.train, cfg.train.episode
-
-    splits = load_splits(cfg.data, progress=show)
-    learner = build_learner(cfg.model, seed=cfg.seed).to(device)
-    opt = torch.optim.Adam(learner.parameters(), lr=tc.optim.lr, weight_decay=tc.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.optim.step_size, gamma=tc.optim.gamma)
-    sampler = EpisodeSampler(
-        splits.train,
-        ec.ways,
-        ec.shots,
-        ec.queries,
-        ec.tasks,
-        rotations=tuple(cfg.data.rotations),
-        group_by=cfg.data.group_by,
-        device=device,
-        seed=cfg.seed,
-    )
-    val_episodes = None
-    if tc.val_every > 0:
-        val_episodes = make_fixed_episodes(
-            splits.val,
-            cfg.eval.episode,
-            cfg.data,
-            episodes=tc.val_episodes,
-            seed=cfg.eval.seed + 1,
-            batch_size=cfg.eval.batch_size,
-            device=device,
-        )
-
-    step, window, elapsed = 0, _Window(), 0.0
-    if not resume:
-        # Written only once data and learner are built, so a bad data set or device leaves
-        # no half-made run folder behind.
-        run.create(to_dict(cfg))
-    else:
-        state = run.load_checkpoint()
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{run.last_checkpoint}: checkpoint format {state.get('version')} "
-                f"is not {CHECKPOINT_VERSION}; it was written by another version"
-            )
-        learner.load_state_dict(state["learner"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        window.load_state_dict(state["window"])
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
-        run.truncate_metrics(step)
-        log.info("resumed %s at episode %d", run.path, step)
-
-    def checkpoint() -> None:
-        run.save_checkpoint(
-            {
-                "version": CHECKPOINT_VERSION,
-                "step": step,
-                "elapsed_s": elapsed,
-                "learner": learner.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "sampler": sampler.state_dict(),
-                "window": window.state_dict(),
-            }
-        )
-
-    learner.train()
-    bf16 = tc.precision == "bf16"
-    end = tc.episodes if stop_after is None else min(stop_after, tc.episodes)
-    t0 = time.perf_counter() - elapsed
-    with progress_bar(total=tc.episodes, desc="train", enabled=show, unit="ep") as bar:
-        bar.update(step)
-        while step < end:
-            ep = sampler.sample()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = learner(ep.support_x, ep.support_y, ep.query_x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), ep.query_y.flatten())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at episode {step + 1}; the last good state is in "
-                    f"{run.last_checkpoint}. Lower train.optim.lr and resume, or start anew."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            window.add(loss.item(), episode_accuracy(logits.detach(), ep.query_y).mean().item())
+    clock, window = parts["clock"], parts["window"]
+    assert isinstance(clock, Clock) and isinstance(window, Window)
+    end = schedule.total if stop_after is None else min(stop_after, schedule.total)
+    t0 = time.perf_counter() - clock.elapsed
+    with progress_bar(
+        total=schedule.total, desc="train", enabled=progress, initial=clock.step, unit="step"
+    ) as bar:
+        while clock.step < end:
+            values = step()
+            clock.step += 1
+            clock.elapsed = time.perf_counter() - t0
+            window.add(values)
             bar.update(1)
-            elapsed = time.perf_counter() - t0
-            if step % tc.log_every == 0 or step == tc.episodes:
-                rec = {
-                    "step": step,
-                    "split": "train",
-                    "loss": window.loss / window.count,
-                    "acc": 100.0 * window.acc / window.count,
-                    "lr": sched.get_last_lr()[0],
-                    "elapsed_s": round(elapsed, 3),
-                }
-                run.log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.1f}")
-                window = _Window()
-            if val_episodes is not None and step % tc.val_every == 0:
-                acc = evaluate(learner, val_episodes, total=len(val_episodes), progress=False)
-                run.log({"step": step, "split": "val", **acc.as_dict()})
-            if step % tc.checkpoint_every == 0 or step == end:
-                checkpoint()
+            if clock.step % schedule.log_every == 0 or clock.step == schedule.total:
+                means = window.means()
+                run.log(
+                    {"step": clock.step, "split": "train", **means, "lr": lr(),
+                     "elapsed_s": round(clock.elapsed, 3)}
+                )  # fmt: skip
+                bar.set_postfix(**{k: f"{v:.4g}" for k, v in means.items()})
+                window.reset()
+            if validate is not None and schedule.val_every and clock.step % schedule.val_every == 0:
+                run.log({"step": clock.step, "split": "val", **validate()})
+            if clock.step % schedule.checkpoint_every == 0 or clock.step == end:
+                save_state(run, parts)
             elif should_stop is not None and should_stop():
-                checkpoint()
+                save_state(run, parts)
                 break
-    if step < tc.episodes:
-        return None
-    return finish(cfg, run, learner, splits.test, train_seconds=elapsed)
-
-
-def finish(
-    cfg: RunConfig, run: RunDir, learner: torch.nn.Module, test_store, *, train_seconds: float
-) -> TrainResult:
-    """Save the trained weights, evaluate on the fixed test episodes, write results and report."""
-    from manytask.train.report import write_report
-
-    run.save_checkpoint({"learner": learner.state_dict()}, run.final_weights)
-    device = next(learner.parameters()).device
-    episodes = meta_test_episodes(cfg, test_store, device)
-    t0 = time.perf_counter()
-    acc = evaluate(learner, episodes, total=len(episodes), progress=not cfg.quiet, desc="test")
-    e = cfg.eval.episode
-    results = {
-        "name": cfg.name,
-        "test": {
-            **acc.as_dict(),
-            "ways": e.ways,
-            "shots": e.shots,
-            "queries": e.queries,
-            "seed": cfg.eval.seed,
-            "split": f"{cfg.data.split}/{cfg.data.test_part}",
-        },
-        "train_episodes": cfg.train.episodes,
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(time.perf_counter() - t0, 1),
-        "device": str(device),
-        "seed": cfg.seed,
-    }
-    run.log({"step": cfg.train.episodes, "split": "test", **acc.as_dict()})
-    run.write_json("results.json", results)
-    run.write_json("test_accuracies.json", {"per_episode": list(acc.per_episode)})
-    write_report(run)
-    return TrainResult(run=run, test=acc, results=results)
+    return clock.step >= schedule.total

@@ -10,9 +10,12 @@ Layout::
       results.json         final metrics (test accuracy with its 95% CI, wall time)
       report.md            a readable summary with PNG plots beside it
 
-Nothing is ever written outside the run folder. Files are replaced atomically (written to a
-temporary file in the same folder, flushed, then renamed), so a run killed at any moment
-leaves either the old or the new file, never half of one.
+Nothing is ever written outside the run folder, and every write goes through this class.
+Files are replaced atomically (written to a temporary file in the same folder, flushed, then
+renamed), so a run killed at any moment leaves either the old or the new file, never half of
+one; :meth:`RunDir.clean_temp` removes the temporary files such a kill leaves behind. With
+``writer=False`` (every process but rank 0 of a multi-process run) every write is skipped, so
+one flag makes one process the only writer.
 """
 
 from __future__ import annotations
@@ -60,11 +63,18 @@ class RunDir:
         [0.5]
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, writer: bool = True) -> None:
         self.path = Path(path)
+        self.writer = writer
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []
+        """Extra receivers of every :meth:`log` record (e.g. TensorBoard)."""
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
+        return (
+            f"RunDir({str(self.path)!r})"
+            if self.writer
+            else f"RunDir({str(self.path)!r}, writer=False)"
+        )
 
     @property
     def config_path(self) -> Path:
@@ -97,10 +107,27 @@ class RunDir:
     def create(self, config: dict[str, Any]) -> None:
         """Make the folder and write ``config.yaml``; refuse to reuse a folder with a run in it."""
         self.check_new()
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir.mkdir(exist_ok=True)
-        text = yaml.safe_dump(config, sort_keys=False).encode()
-        atomic_write(self.config_path, lambda fh: fh.write(text))
+        self.write_bytes("config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+
+    def clean_temp(self) -> list[Path]:
+        """Delete the temporary files of interrupted atomic writes (``.NAME.*.tmp``)."""
+        if not self.writer:
+            return []
+        found = [*self.path.glob(".*.tmp"), *self.checkpoint_dir.glob(".*.tmp")]
+        for tmp in found:
+            tmp.unlink(missing_ok=True)
+        return found
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write ``RUN_DIR/name`` atomically (skipped when this process is not the writer)."""
+        path = self.path / name
+        if self.writer:
+            atomic_write(path, lambda fh: fh.write(data))
+        return path
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_path.exists():
@@ -114,9 +141,13 @@ class RunDir:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a line of JSON) and flush it to disk."""
+        if not self.writer:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
             fh.flush()
+        for sink in self.sinks:
+            sink(record)
 
     def metrics(self) -> Iterator[dict[str, Any]]:
         """The metrics records, in order; a torn last line (from a kill) is skipped."""
@@ -133,11 +164,12 @@ class RunDir:
         """Keep only records with ``step <= step`` (used when resuming from a checkpoint)."""
         kept = [r for r in self.metrics() if int(r.get("step", 0)) <= step]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()
-        atomic_write(self.metrics_path, lambda fh: fh.write(text))
+        self.write_bytes(self.metrics_path.name, text)
 
     def save_checkpoint(self, state: dict[str, Any], path: Path | None = None) -> None:
         """Write a training state atomically (default: ``checkpoints/last.pt``)."""
-        atomic_write(path or self.last_checkpoint, lambda fh: torch.save(state, fh))
+        if self.writer:
+            atomic_write(path or self.last_checkpoint, lambda fh: torch.save(state, fh))
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
         """Load a state saved by :meth:`save_checkpoint` (``weights_only=True``)."""
@@ -153,10 +185,8 @@ class RunDir:
         return state
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
-        path = self.path / name
-        text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-        atomic_write(path, lambda fh: fh.write(text))
-        return path
+        """Write ``RUN_DIR/name`` as indented JSON, atomically."""
+        return self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     def read_json(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.path / name).read_text())
