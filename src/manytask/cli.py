@@ -27,8 +27,6 @@ from typing import Any
 
 __all__ = ["main"]
 
-DATASETS = ("omniglot",)
-
 
 class _GracefulStop:
     """First Ctrl-C (or SIGTERM) asks the loop to checkpoint and stop; a second one aborts."""
@@ -139,34 +137,51 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from manytask.data import omniglot
+    """`data list|fetch|verify [DATASET]` over the data-set registry; `build` is Omniglot's."""
+    from manytask.data import omniglot, registry
+    from manytask.data.paths import cache_dir, data_dir
 
-    if args.dataset not in DATASETS:
-        raise SystemExit(f"unknown data set {args.dataset!r}; known: {', '.join(DATASETS)}")
-    if args.action == "list":
-        from manytask.data.paths import cache_dir, data_dir
-
-        print(f"data directory:  {data_dir(args.data_dir)}")
-        print(f"cache directory: {cache_dir()}")
-        for name, status in omniglot.verify_omniglot(args.data_dir).items():
-            where = status["path"] or status["message"]
-            print(f"omniglot {name:28s} {status['status']:8s} {where}")
-        return 0
-    if args.action == "fetch":
-        paths = omniglot.fetch_omniglot(args.data_dir, base_url=args.url, progress=not args.quiet)
-        for p in paths:
-            print(f"ok {p}")
-        return 0
-    if args.action == "verify":
-        report = omniglot.verify_omniglot(args.data_dir)
-        for name, entry in report.items():
-            print(f"{name:28s} {entry['status']:8s} {entry['message']}")
-        return 1 if any(e["status"] == "invalid" for e in report.values()) else 0
+    names = [registry.get_dataset(args.dataset).name] if args.dataset else registry.list_datasets()
     if args.action == "build":
-        path = omniglot.build_embedded(args.out, data_dir=args.data_dir, progress=not args.quiet)
+        if names != ["omniglot"] and args.dataset:
+            raise UsageError(f"`data build` makes Omniglot's embedded array; got {args.dataset!r}")
+        if args.out and args.replace_embedded:
+            raise UsageError("data build: give --out or --replace-embedded, not both")
+        path = omniglot.build_embedded(
+            args.out,
+            data_dir=args.data_dir,
+            replace_embedded=args.replace_embedded,
+            progress=not args.quiet,
+        )
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         return 0
-    raise AssertionError(args.action)  # pragma: no cover
+    if args.action == "fetch":
+        if args.url and not args.dataset:
+            raise UsageError("--url names the mirror of one data set: give DATASET too")
+        for name in names:
+            for p in registry.fetch_dataset(
+                name, args.data_dir, base_url=args.url, progress=not args.quiet
+            ):
+                print(f"{name:18s} ok {p}")
+        return 0
+    if args.action == "list":
+        print(f"data directory:  {data_dir(args.data_dir)}")
+        print(f"cache directory: {cache_dir()}")
+    bad = False
+    for name in names:
+        info = registry.get_dataset(name)
+        report = registry.verify_dataset(name, args.data_dir)
+        if args.action == "list":
+            print(f"{name:18s} {info.summary}")
+        if not report:
+            print(f"{name:18s} {'-':28s} {'-':8s} no files needed (generated or shipped)")
+        for file, entry in report.items():
+            where = (
+                (entry["path"] or entry["message"]) if args.action == "list" else entry["message"]
+            )
+            print(f"{name:18s} {file:28s} {entry['status']:8s} {where}")
+            bad = bad or entry["status"] == "invalid"
+    return 1 if bad and args.action == "verify" else 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -256,10 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="list, fetch, build or verify data sets")
     d.add_argument("action", choices=["list", "fetch", "build", "verify"])
-    d.add_argument("dataset", nargs="?", default="omniglot", choices=DATASETS)
+    d.add_argument("dataset", nargs="?", default=None, metavar="DATASET", help="default: all")
     d.add_argument("--data-dir", help="data directory (default $MANYTASK_DATA, else user cache)")
     d.add_argument("--url", help="fetch: base URL of a mirror")
-    d.add_argument("--out", help="build: output file (default: the package's embedded file)")
+    d.add_argument("--out", help="build: output file (default: the cache directory)")
+    d.add_argument(
+        "--replace-embedded",
+        action="store_true",
+        help="build: overwrite the array shipped inside the package (maintainers only)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_data)
 

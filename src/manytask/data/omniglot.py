@@ -41,7 +41,6 @@ in ``manytask/data/splits/`` so every split works with the embedded copy too.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -64,11 +63,12 @@ from manytask.data.archives import (
     ArchiveError,
     atomic_output,
     digest_members,
-    download_file,
     read_zip_members,
 )
+from manytask.data.cache import cached_arrays
 from manytask.data.paths import cache_dir as resolve_cache_dir
 from manytask.data.paths import data_dir as resolve_data_dir
+from manytask.data.sources import FileSet, RemoteFile, source_key
 from manytask.data.store import ImageStore
 
 __all__ = [
@@ -188,10 +188,7 @@ def _check_size(image_size: int) -> int:
 
 
 def _find_archive(root: Path, name: str) -> Path | None:
-    for candidate in (root / "omniglot" / f"{name}.zip", root / f"{name}.zip"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return _FILES.find(root, f"{name}.zip")
 
 
 def _read_archive(
@@ -250,8 +247,21 @@ def _read_archive(
     return classes, digest
 
 
-def _verify_download(path: Path, *, name: str, spec: _ArchiveSpec) -> None:
-    _read_archive(path, name, spec)
+def _check_archive(name: str, path: Path) -> None:
+    # Looks the spec up at call time, so tests can swap in the specs of tiny archives.
+    _read_archive(path, name, _ARCHIVES[name])
+
+
+_FILES = FileSet(
+    "omniglot",
+    "omniglot",
+    tuple(
+        RemoteFile(f"{name}.zip", check=functools.partial(_check_archive, name))
+        for name in _ARCHIVES
+    ),
+    (OMNIGLOT_URL,),
+)
+"""The four official archives as a :class:`~manytask.data.sources.FileSet` (fetch / find)."""
 
 
 def _resolve_url(base_url: str | None) -> str:
@@ -293,31 +303,12 @@ def fetch_omniglot(
             f"names: unknown Omniglot archive(s) {unknown}; valid: {OMNIGLOT_ARCHIVES}"
         )
     root = resolve_data_dir(data_dir)
-    base = _resolve_url(base_url)
-    paths = []
-    for name in names:
-        spec = _ARCHIVES[name]
-        existing = _find_archive(root, name)
-        if existing is not None:
-            try:
-                _read_archive(existing, name, spec)
-                paths.append(existing)
-                continue
-            except ArchiveError as exc:
-                logger.warning("%s; downloading a fresh copy", exc)
-        dest = root / "omniglot" / f"{name}.zip"
-        url = f"{base}/{name}.zip"
-        logger.info("downloading %s to %s", url, dest)
-        download_file(
-            url,
-            dest,
-            verify=functools.partial(_verify_download, name=name, spec=spec),
-            progress=progress,
-            hint="Retry `manytask data fetch omniglot`, or pass base_url / set "
-            f"${URL_ENV} to a mirror.",
-        )
-        paths.append(dest)
-    return paths
+    return _FILES.fetch(
+        root,
+        names=[f"{name}.zip" for name in names],
+        base_url=_resolve_url(base_url),
+        progress=progress,
+    )
 
 
 def verify_omniglot(data_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -460,6 +451,8 @@ def build_embedded(
     out_path: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    replace_embedded: bool = False,
     progress: bool = True,
 ) -> Path:
     """Build the embedded 28x28 copy of all 1623 x 20 Omniglot images from the archives.
@@ -470,22 +463,38 @@ def build_embedded(
     xz gives ~0.67 MB, smaller than ``np.savez_compressed`` of the same arrays (~0.87 MB).
 
     Args:
-        out_path: where to write; default the package's ``_embedded/omniglot28.npz.xz``.
+        out_path: where to write; default ``<cache_dir>/omniglot/omniglot28.npz.xz``.
         data_dir: data directory holding the verified background + evaluation archives.
+        cache_dir: cache directory for the default output (argument > ``$MANYTASK_CACHE`` >
+            ``~/.cache/manytask/stores``).
+        replace_embedded: write over the file shipped inside the installed package
+            (``_embedded/omniglot28.npz.xz``) instead; for maintainers only, and not
+            together with ``out_path``.
         progress: show a decoding progress bar.
 
     Returns:
         The written path (written atomically).
 
     Raises:
+        ValueError: both ``out_path`` and ``replace_embedded``.
         ArchiveError: an archive is missing or fails verification.
     """
+    if replace_embedded and out_path is not None:
+        raise ValueError(
+            "build_embedded: give out_path or replace_embedded (--out or --replace-embedded), "
+            "not both"
+        )
+    if replace_embedded:
+        dest = Path(str(_embedded_resource()))
+    elif out_path is not None:
+        dest = Path(out_path)
+    else:
+        dest = resolve_cache_dir(cache_dir) / "omniglot" / "omniglot28.npz.xz"
     root = resolve_data_dir(data_dir)
     paths = _require_archives(root)
     arrays = _decode_archives(paths, EMBEDDED_SIZE, progress)
     buf = io.BytesIO()
     np.savez(buf, **_pack(arrays))
-    dest = Path(out_path) if out_path is not None else Path(str(_embedded_resource()))
     with atomic_output(dest) as tmp:
         tmp.write_bytes(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
     return dest
@@ -504,32 +513,19 @@ def _require_archives(root: Path) -> dict[str, Path]:
     return paths
 
 
-def _cache_key(paths: Mapping[str, Path], image_size: int) -> str:
-    parts: list[Any] = [FORMAT_VERSION, image_size]
-    for name in _FULL:
-        st = paths[name].stat()
-        parts.append([name, st.st_size, st.st_mtime_ns])
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
 def _load_from_archives(
     paths: Mapping[str, Path], image_size: int, cache_root: Path, progress: bool
 ) -> ImageStore:
-    folder = cache_root / "omniglot"
-    cache = folder / f"omniglot-{image_size}px-{_cache_key(paths, image_size)}.npz"
-    source = f"omniglot:archives:{paths['images_background'].parent}"
-    if cache.is_file():
-        try:
-            return _to_store(_load_npz_bytes(cache.read_bytes()), source)
-        except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            logger.warning("ignoring unreadable Omniglot cache %s (%s); rebuilding", cache, exc)
-    arrays = _decode_archives(paths, image_size, progress)
-    with atomic_output(cache) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **_pack(arrays))
-    for stale in folder.glob(f"omniglot-{image_size}px-*.npz"):
-        if stale != cache:
-            stale.unlink(missing_ok=True)
-    return _to_store(arrays, source)
+    full = {name: paths[name] for name in _FULL}
+    arrays = cached_arrays(
+        cache_root / "omniglot",
+        f"omniglot-{image_size}px",
+        [FORMAT_VERSION, image_size, *source_key(full)],
+        lambda: _decode_archives(paths, image_size, progress),
+        encode=_pack,
+        decode=_unpack,
+    )
+    return _to_store(arrays, f"omniglot:archives:{paths['images_background'].parent}")
 
 
 def load_omniglot(
