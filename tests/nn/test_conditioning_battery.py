@@ -108,7 +108,7 @@ def test_same_seed_same_model_and_outputs(case: Case) -> None:
 
 def test_own_parameter_tables_take_a_generator(case: Case) -> None:
     """Modules owning parameters directly (not a standard torch layer) re-draw them with
-    ``reset_parameters(generator=...)`` (HELPERS.md: what ``init_parameters`` calls)."""
+    ``reset_parameters(generator=...)`` (what ``manytask.nn.init_parameters`` calls)."""
     model = build_case(case)
     for m in model.modules():
         if isinstance(m, _STANDARD) or not any(True for _ in m.parameters(recurse=False)):
