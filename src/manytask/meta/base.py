@@ -84,9 +84,15 @@ class MetaLearner(nn.Module):
     Attributes:
         problems: the kinds of task batch the learner accepts (``"classification"``,
             ``"regression"``); the run checks its data against it when the config is loaded.
+        order_invariant: whether the predictions ignore the order of the support set.
+            Set-based learners (prototypes, attention over the set, an inner loop on the whole
+            set) are invariant; sequence learners (MANN, SNAIL) read the support set as a
+            sequence and set this to False (their docstring says how the order matters). The
+            test battery checks the declared behaviour.
     """
 
     problems: ClassVar[tuple[Kind, ...]] = ("classification",)
+    order_invariant: ClassVar[bool] = True
 
     def forward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
