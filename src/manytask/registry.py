@@ -184,6 +184,10 @@ FAMILIES = Registry("problem family", "family")
 
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
+LEARNERS.add("maml", "manytask.meta.maml:MAML")
+LEARNERS.add("metasgd", "manytask.meta.metasgd:MetaSGD")
+LEARNERS.add("anil", "manytask.meta.anil:ANIL")
+LEARNERS.add("reptile", "manytask.meta.reptile:Reptile")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
