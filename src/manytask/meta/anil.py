@@ -96,6 +96,6 @@ class ANIL(InnerLoopLearner):
         return self.apply_head(adapted, fq)
 
     def _head_net(
-        self, params: dict[str, Tensor], features: Tensor, stats_rows: None = None
+        self, params: dict[str, Tensor], features: Tensor, stats_rows: None = None, **_: bool
     ) -> Tensor:
         return self.apply_head(params, features)

@@ -71,15 +71,22 @@ class UnsupportedLayer(TypeError):
 class TaskNet(Protocol):
     """A network over a batch of tasks with per-task parameters.
 
-    ``net(params, x, stats_rows=None)``: ``params`` maps names to ``[T, *shape]`` tensors,
-    ``x`` is ``[T, B, *in]``; returns ``[T, B, D]``. With ``stats_rows=k``, batch norm uses
-    the statistics of the first ``k`` examples of each task (the support set) for all ``B``.
+    ``net(params, x, stats_rows=None, *, twice=False)``: ``params`` maps names to
+    ``[T, *shape]`` tensors, ``x`` is ``[T, B, *in]``; returns ``[T, B, D]``. With
+    ``stats_rows=k``, batch norm uses the statistics of the first ``k`` examples of each task
+    (the support set) for all ``B``. ``twice=True`` says the graph will be differentiated twice
+    (a second-order inner step), so the network may pick ops with a cheaper double backward.
     """
 
     names: tuple[str, ...]
 
     def __call__(
-        self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
     ) -> Tensor: ...
 
 
@@ -252,7 +259,12 @@ class GroupedNet:
         return f"GroupedNet({len(self.ops)} ops, channels_last={self.channels_last})"
 
     def __call__(
-        self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
     ) -> Tensor:
         t, b = x.shape[:2]
         h = x
@@ -271,7 +283,7 @@ class GroupedNet:
                     h, w.reshape(-1, *w.shape[2:]), bias, op.stride, op.padding, op.dilation, t
                 )
             elif isinstance(op, _Norm):
-                h = _batch_norm(h, op, params, t, conv, stats_rows)
+                h = _batch_norm(h, op, params, t, conv, stats_rows, twice)
             elif isinstance(op, _Pool):
                 pool = F.max_pool2d if op.kind == "max" else F.avg_pool2d
                 h = pool(h, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
@@ -303,11 +315,31 @@ def _param_names(op: _Op) -> list[str]:
 
 
 def _batch_norm(
-    h: Tensor, op: _Norm, params: Mapping[str, Tensor], t: int, conv: bool, stats_rows: int | None
+    h: Tensor,
+    op: _Norm,
+    params: Mapping[str, Tensor],
+    t: int,
+    conv: bool,
+    stats_rows: int | None,
+    twice: bool,
 ) -> Tensor:
     """Batch norm with each task's own statistics (training-mode arithmetic, biased variance)."""
     w = params[op.weight] if op.weight is not None else None
     bias = params[op.bias] if op.bias is not None else None
+    if conv and stats_rows is None and twice and h.is_contiguous(memory_format=torch.channels_last):
+        # The same arithmetic as elementary ops on the [B*H*W, T*C] view of the channels-last
+        # tensor: their double backward is ~4x faster than F.batch_norm's on CPU (measured),
+        # while F.batch_norm's single backward is ~2.5x faster, so it serves the other passes.
+        c = h.shape[1]
+        flat = h.permute(0, 2, 3, 1).reshape(-1, c)
+        centred = flat - flat.mean(0)
+        scale = torch.rsqrt(centred.pow(2).mean(0) + op.eps)
+        if w is not None:
+            scale = scale * w.reshape(-1)
+        flat = centred * scale
+        if bias is not None:
+            flat = flat + bias.reshape(-1)
+        return flat.view(h.shape[0], *h.shape[2:], c).permute(0, 3, 1, 2)
     if conv and stats_rows is None:
         # [B, T*C, H, W]: the channels of F.batch_norm are exactly (task, channel) pairs.
         return F.batch_norm(
@@ -366,7 +398,12 @@ class LoopNet:
         return f"LoopNet({type(self.module).__name__})"
 
     def __call__(
-        self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
     ) -> Tensor:
         if stats_rows is not None:
             raise ValueError(
@@ -479,7 +516,7 @@ def _step(
     create_graph: bool,
 ) -> Params:
     with torch.enable_grad():
-        loss = task_loss(net(fast, support_x), support_y)
+        loss = task_loss(net(fast, support_x, twice=create_graph), support_y)
         grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph)
     out = dict(fast)
     for n, g in zip(names, grads, strict=True):

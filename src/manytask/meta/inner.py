@@ -48,7 +48,12 @@ class _Prefixed:
         self.names = tuple(prefix + n for n in net.names)
 
     def __call__(
-        self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
     ) -> Tensor:
         own = {n[len(self.prefix) :]: p for n, p in params.items() if n.startswith(self.prefix)}
         return self.net(own, x, stats_rows)
@@ -162,10 +167,15 @@ class InnerLoopLearner(MetaLearner):
         )
 
     def features(
-        self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
     ) -> Tensor:
         """Encoder features ``[T, B, D]`` of ``x [T, B, *in]`` with per-task ``params``."""
-        return self._features(params, x, stats_rows)
+        return self._features(params, x, stats_rows, twice=twice)
 
     @staticmethod
     def apply_head(params: Mapping[str, Tensor], features: Tensor) -> Tensor:
@@ -173,9 +183,16 @@ class InnerLoopLearner(MetaLearner):
         w, b = params["head.weight"], params["head.bias"]
         return torch.baddbmm(b.unsqueeze(1), features, w.transpose(1, 2))
 
-    def net(self, params: Mapping[str, Tensor], x: Tensor, stats_rows: int | None = None) -> Tensor:
+    def net(
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        stats_rows: int | None = None,
+        *,
+        twice: bool = False,
+    ) -> Tensor:
         """Predictions ``[T, B, out]`` of ``x [T, B, *in]`` with per-task ``params``."""
-        return self.apply_head(params, self.features(params, x, stats_rows))
+        return self.apply_head(params, self.features(params, x, stats_rows, twice=twice))
 
     def predict(self, params: Mapping[str, Tensor], support_x: Tensor, query_x: Tensor) -> Tensor:
         """Query predictions with per-task ``params``, batch norm as ``self.batch_norm`` says."""
