@@ -5,7 +5,8 @@ meta-gradient of the mean query loss of ``--tasks`` tasks (Conv4 with batch norm
 batch-statistics mode and a linear head, 5-way, ``--queries`` queries per class, Omniglot
 28x28 from the embedded copy), after ``steps`` inner SGD steps at ``--inner-lr``, second order
 or first order. Before timing, each meta-gradient is compared with manytask's fp32 one and the
-relative error ``||g - g_manytask|| / ||g_manytask||`` is printed (``wrong`` above 1e-4).
+relative error ``||g - g_manytask|| / ||g_manytask||`` is printed (``wrong`` above 1e-3;
+fp32 implementations that sum in different orders differ by 1e-5 to 1e-4 here).
 
 Omniglot's images are binary, so flat regions give exact ties inside max-pool windows, where
 the gradient is not unique: the NCHW kernels the peers use send it to one maximum, the
@@ -47,6 +48,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -301,7 +303,10 @@ def measure_memory(names, s: Setting, args) -> dict[str, float | None]:
                "--threads", str(args.threads), "--tvshim", args.tvshim]  # fmt: skip
         if args.peers_site:
             cmd += ["--peers-site", args.peers_site]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # glibc's default allocator: with MALLOC_MMAP_MAX_=0 freed memory stays resident and
+        # the high-water mark of a second step would not show its peak.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK ")]
         out[name] = None if not lines or lines[-1] == "PEAK none" else float(lines[-1].split()[1])
         if res.returncode != 0:
@@ -337,7 +342,7 @@ def compare(s: Setting, names, peers, repeats: int) -> dict:
             times[name].append(time.perf_counter() - t0)
     med = {n: statistics.median(v) for n, v in times.items()}
     peer_names = [n for n in impls if n in PEERS and n != "vmap"]
-    correct_peers = [n for n in peer_names if errors[n] < 1e-4]
+    correct_peers = [n for n in peer_names if errors[n] < 1e-3]
     fastest = min(correct_peers, key=med.__getitem__) if correct_peers else None
     result = {"setting": asdict(s), "label": s.label(), "median_s": med, "times_s": times,
               "rel_error_vs_manytask_fp32": errors, "fastest_peer": fastest}  # fmt: skip
@@ -357,7 +362,7 @@ def print_result(r: dict) -> None:
     for n, m in sorted(r["median_s"].items(), key=lambda kv: kv[1]):
         ratio = f"{r['median_s'][fastest] / m:15.2f}x" if fastest else f"{'-':>16s}"
         err = r["rel_error_vs_manytask_fp32"][n]
-        flag = "  wrong" if err > 1e-4 and n != "manytask-bf16" else ""
+        flag = "  wrong" if err > 1e-3 and n != "manytask-bf16" else ""
         mem = r.get("peak_mib", {}).get(n)
         mem_s = f"  {mem:7.0f} MiB" if mem is not None else ""
         print(f"  {n:16s} {m:9.3f} {ratio} {err:14.1e}{flag}{mem_s}")
