@@ -366,3 +366,14 @@ def test_repr_shows_the_hyper_parameters():
     shown += ["batch_norm='transductive'", "backend='auto' (grouped)", "remat=False"]
     assert all(part in text for part in shown), text
     assert math.isfinite(make(Reptile).inner_lr)
+
+
+def test_an_impossible_combination_of_arguments_is_a_config_error():
+    # Found by running `manytask run omniglot/maml-5w1s model.args.backend=loop
+    # model.args.batch_norm=support`: the constructor's ValueError came out as a traceback.
+    from manytask.train.build import build_learner
+    from manytask.typed import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.args: batch_norm='support' needs"):
+        build_learner("maml", {"backend": "loop", "batch_norm": "support"}, "conv4",
+                      {"hidden": 4}, in_shape=(1, 28, 28), ways=5)  # fmt: skip
