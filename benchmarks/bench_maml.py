@@ -379,6 +379,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory")
+    p.add_argument("--memory-only", action="store_true", help="measure peak memory, no timing")
     p.add_argument("--peers-site", default=None, help="site-packages of the peers' venv")
     p.add_argument("--tvshim", default="../shared/peers/_tvshim.py")
     p.add_argument("--out", help="write every measurement as JSON here")
@@ -395,21 +396,32 @@ def main() -> None:
     if "manytask" not in args.only:
         args.only.insert(0, "manytask")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; peers: {sorted(peers)}")
-    results = []
+    results: list[dict] = []
+
+    def save() -> None:  # after every setting, so a long run leaves partial results
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            record = {"command": sys.argv, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "results": results}  # fmt: skip
+            Path(args.out).write_text(json.dumps(record, indent=2))
+
     for order in args.orders:
         for steps in args.steps:
             for shots in args.shots:
                 s = Setting(order, steps, shots, queries=args.queries, tasks=args.tasks)
-                r = compare(s, args.only, peers, args.repeats)
-                if args.memory:
-                    r["peak_mib"] = measure_memory(list(r["median_s"]), s, args)
-                print_result(r)
-                results.append(r)
-                if args.out:  # after every setting, so a long run leaves partial results
-                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                    record = {"command": sys.argv, "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "results": results}  # fmt: skip
-                    Path(args.out).write_text(json.dumps(record, indent=2))
+                if args.memory_only:
+                    peak = measure_memory(args.only, s, args)
+                    print(f"\n{s.label()}: peak extra resident memory of one meta-gradient")
+                    for name, mib in peak.items():
+                        print(f"  {name:16s} " + ("-" if mib is None else f"{mib:8.0f} MiB"))
+                    results.append({"setting": asdict(s), "label": s.label(), "peak_mib": peak})
+                else:
+                    r = compare(s, args.only, peers, args.repeats)
+                    if args.memory:
+                        r["peak_mib"] = measure_memory(list(r["median_s"]), s, args)
+                    print_result(r)
+                    results.append(r)
+                save()
 
 
 if __name__ == "__main__":
