@@ -377,3 +377,13 @@ def test_an_impossible_combination_of_arguments_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model.args: batch_norm='support' needs"):
         build_learner("maml", {"backend": "loop", "batch_norm": "support"}, "conv4",
                       {"hidden": 4}, in_shape=(1, 28, 28), ways=5)  # fmt: skip
+
+
+def test_a_diverged_test_score_still_gets_a_report():
+    # Found by use: Meta-SGD's rates, learned for one step, diverge over 10 test steps on
+    # sinusoids; the NaN test MSE crashed the report's plot after training had finished.
+    from manytask.train.report import _plot_test
+
+    nan = float("nan")
+    png = _plot_test([nan, nan], {"mean": nan, "ci95": nan, "metric": "mse", "label": "MSE"}, "x")
+    assert png[:4] == b"\x89PNG"
