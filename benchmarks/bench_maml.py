@@ -34,7 +34,7 @@ Implementations (a peer that is not installed is skipped):
 
 Timing is round-robin over the implementations, ``--repeats`` rounds after a warm-up, median
 seconds per meta-gradient; ``speed`` is the fastest peer's median over manytask's.
-``--memory`` also measures each implementation's peak resident memory for one
+``--memory`` also measures each implementation's peak resident memory for its first
 meta-gradient, in a fresh subprocess per implementation (the kernel's high-water mark, reset
 through ``/proc/self/clear_refs``, minus the resident memory before the step).
 
@@ -283,12 +283,16 @@ def _rss_kib(field: str) -> int:
 
 
 def child_memory(name: str, s: Setting, peers: dict[str, object]) -> float | None:
-    """Peak extra resident MiB of one meta-gradient of ``name`` (run once before, to warm up)."""
+    """Peak extra resident MiB of the first meta-gradient of ``name`` in this fresh process.
+
+    The first one, not a second: glibc keeps freed heap blocks (under 32 MiB) resident, so
+    the high-water mark of a second step would hide the peers' per-task activations while
+    still showing manytask's larger, ``mmap``-ed ones.
+    """
     built = build(name, s, make_batch(s), peers)
     if built is None:
         return None
     run, _ = built
-    run()
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
     before = _rss_kib("VmRSS")
@@ -303,8 +307,7 @@ def measure_memory(names, s: Setting, args) -> dict[str, float | None]:
                "--threads", str(args.threads), "--tvshim", args.tvshim]  # fmt: skip
         if args.peers_site:
             cmd += ["--peers-site", args.peers_site]
-        # glibc's default allocator: with MALLOC_MMAP_MAX_=0 freed memory stays resident and
-        # the high-water mark of a second step would not show its peak.
+        # glibc's default allocator for every child (MALLOC_* tuning changes what is resident).
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK ")]
