@@ -36,7 +36,7 @@ from typing import Any
 
 from manytask.typed import ConfigError, closest, coerce, type_name
 
-__all__ = ["ENCODERS", "FAMILIES", "LEARNERS", "TASKS", "Argument", "Registry"]
+__all__ = ["ENCODERS", "FAMILIES", "LEARNERS", "MTL_METHODS", "TASKS", "Argument", "Registry"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,9 @@ TASKS = Registry("task source", "data.dataset")
 FAMILIES = Registry("problem family", "family")
 """Run families: a config dataclass whose ``trainer`` names the module that trains it."""
 
+MTL_METHODS = Registry("multi-task method", "method.name")
+"""Multi-task update methods (:class:`manytask.mtl.base.MTLMethod`): losses -> ``.grad``."""
+
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
 
@@ -192,3 +195,6 @@ ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")
+
+MTL_METHODS.add("fixed", "manytask.mtl.fixed:FixedWeights")
+MTL_METHODS.add("minmax", "manytask.mtl.minmax:MinMax")
