@@ -25,8 +25,13 @@ It is exact when (the rule :attr:`TaskCapture.reason` checks):
   examples and the segment sum misses those cross terms. Batch norm layers inside task-specific
   heads are fine (they see one task's rows); batch norm in eval mode is per-example but its
   affine parameters are not handled, so it falls back too;
-- every captured layer call sees the whole concatenated batch (``sum(segments)`` rows) and its
-  output is not modified in place afterwards.
+- every captured layer call sees the whole concatenated batch (``sum(segments)`` rows), or the
+  layer is called once per task on that task's rows in the order of the segments (a shared
+  head applied task by task: its whole gradient goes to that task's row), and no captured
+  output is modified in place afterwards.
+
+``segments`` is the caller's statement that the rows of segment ``i`` reach ``L_i`` only (true
+for ``forward_tasks`` on separate mini-batches); it cannot be checked from one backward.
 
 **Anything else** falls back to the general path (:func:`task_jacobian`): ``K`` vector-Jacobian
 products, either batched in one ``torch.autograd.grad(..., is_grads_batched=True)`` call
@@ -326,7 +331,7 @@ class TaskCapture:
         """Forget the captured activations (they are also dropped by the next forward)."""
         self._calls = []
 
-    def _segment_reason(self, total_rows: int, specific: set[int]) -> str | None:
+    def _segment_reason(self, segments: tuple[int, ...], specific: set[int]) -> str | None:
         if self.reason is not None:
             return self.reason
         coupling = self._coupling(specific)
@@ -335,14 +340,36 @@ class TaskCapture:
         if not self._calls:
             return "no layer call was captured (run the forward pass inside `with capture:`)"
         for call in self._calls:
-            if call.input.shape[0] != total_rows or call.output.shape[0] != total_rows:
-                return (
-                    f"a {type(call.module).__name__} call saw {call.input.shape[0]} rows, not "
-                    f"the {total_rows} of the segments (shared inputs or a sliced batch)"
-                )
             if call.output._version != call.version:
                 return f"the output of a {type(call.module).__name__} was modified in place"
+        if self._assign(segments) is None:
+            return (
+                "a layer call saw neither the whole concatenated batch "
+                f"({sum(segments)} rows) nor one task's rows in the order of the tasks (shared "
+                "inputs or a sliced batch)"
+            )
         return None
+
+    def _assign(self, segments: tuple[int, ...]) -> list[int | None] | None:
+        """Which task each captured call belongs to: ``None`` for a call over the whole batch,
+        ``i`` for the ``i``-th of a module's per-task calls (a layer called once per task on
+        that task's rows, in the order of the segments, like a shared head); ``None`` overall
+        when a call fits neither pattern."""
+        total = sum(segments)
+        per_module: dict[int, list[int]] = {}
+        for n, call in enumerate(self._calls):
+            if call.input.shape[0] != call.output.shape[0]:
+                return None
+            if call.input.shape[0] != total:
+                per_module.setdefault(id(call.module), []).append(n)
+        out: list[int | None] = [None] * len(self._calls)
+        for calls in per_module.values():
+            rows = [self._calls[n].input.shape[0] for n in calls]
+            if len(calls) % len(segments) or rows != list(segments) * (len(calls) // len(segments)):
+                return None
+            for j, n in enumerate(calls):
+                out[n] = j % len(segments)
+        return out
 
     def jacobian(
         self,
@@ -369,7 +396,7 @@ class TaskCapture:
         why = "shared inputs (no segments)" if segments is None else None
         if segments is not None:
             segments = check_segments(segments, k)
-            why = self._segment_reason(sum(segments), self._exclude | {id(p) for p in extra})
+            why = self._segment_reason(segments, self._exclude | {id(p) for p in extra})
         self.last_reason = why
         try:
             if why is not None:
@@ -410,11 +437,17 @@ class TaskCapture:
             allow_unused=True,
         )
         k = len(segments)
+        owners = self._assign(segments)
+        assert owners is not None
         blocks: dict[int, Tensor] = {}
-        for call, g_out in zip(calls, grads[: len(calls)], strict=True):
+        for call, g_out, task in zip(calls, grads[: len(calls)], owners, strict=True):
             if g_out is None:
                 continue
-            for name, block in self._layer_rows(call, g_out, segments).items():
+            if task is None:
+                rows = self._layer_rows(call, g_out, segments)
+            else:
+                rows = _one_task_rows(call, g_out, task, k)
+            for name, block in rows.items():
                 p = getattr(call.module, name)
                 blocks[id(p)] = blocks[id(p)] + block if id(p) in blocks else block
         ref = self.params[0]
@@ -480,6 +513,16 @@ class TaskCapture:
         if module.bias is not None:
             out["bias"] = torch.stack(bs)
         return out
+
+
+def _one_task_rows(call: _Call, g_out: Tensor, task: int, k: int) -> dict[str, Tensor]:
+    """A call over one task's rows: its whole weight gradient goes to row ``task``."""
+    out = {}
+    for name, one in TaskCapture._layer_rows(call, g_out, (g_out.shape[0],)).items():
+        block = one.new_zeros(k, *one.shape[1:])
+        block[task] = one[0]
+        out[name] = block
+    return out
 
 
 def representation_jacobian(

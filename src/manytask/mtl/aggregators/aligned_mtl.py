@@ -24,11 +24,33 @@ from torch import Tensor
 
 from manytask.mtl.aggregators.base import GramianAggregator, State
 
-__all__ = ["AlignedMTL"]
+__all__ = ["AlignedMTL", "balance_matrix"]
 
 Scale = Literal["min", "median", "mean"]
 _SCALES: tuple[str, ...] = get_args(Scale)
 _EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def balance_matrix(gramian: Tensor, scale: Scale = "min") -> Tensor:
+    """The balance matrix ``B [K, K]`` of a float64 Gramian (zeros for a zero Gramian).
+
+    ``B J`` has orthogonal rows of norm ``sigma`` on the span of ``J``: ``B G B = sigma^2 I``
+    when ``G`` has full rank.
+    """
+    k = gramian.shape[0]
+    lam, vec = torch.linalg.eigh(gramian)
+    top = lam.max()
+    if not top > 0:
+        return torch.zeros(k, k, dtype=gramian.dtype)
+    keep = lam > top * k * _EPS32
+    lam, vec = lam[keep], vec[:, keep]
+    if scale == "min":
+        sigma2 = lam.min()
+    elif scale == "median":
+        sigma2 = lam.median()
+    else:
+        sigma2 = lam.mean()
+    return sigma2.sqrt() * (vec * lam.rsqrt()) @ vec.T
 
 
 class AlignedMTL(GramianAggregator):
@@ -52,18 +74,5 @@ class AlignedMTL(GramianAggregator):
         return {"scale": self.scale}
 
     def _weights(self, gramian: Tensor, state: State, tasks: Tensor, generator: object):
-        k = gramian.shape[0]
-        lam, vec = torch.linalg.eigh(gramian)
-        top = lam.max()
-        if not top > 0:
-            return torch.zeros(k, dtype=torch.float64), state
-        keep = lam > top * k * _EPS32
-        lam, vec = lam[keep], vec[:, keep]
-        if self.scale == "min":
-            sigma2 = lam.min()
-        elif self.scale == "median":
-            sigma2 = lam.median()
-        else:
-            sigma2 = lam.mean()
-        balance = sigma2.sqrt() * (vec * lam.rsqrt()) @ vec.T
-        return balance @ torch.ones(k, dtype=torch.float64), state
+        balance = balance_matrix(gramian, self.scale)
+        return balance @ torch.ones(gramian.shape[0], dtype=torch.float64), state
