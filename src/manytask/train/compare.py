@@ -132,8 +132,9 @@ def baseline_values(
 _NOT_COMPARED = ("seed", "name", "description", "device", "quiet")
 
 
-def _group_key(run_dir: str | os.PathLike[str]) -> str:
+def _group_key(run_dir: str | os.PathLike[str], results: dict[str, Any]) -> str:
     cfg = dict(RunDir(run_dir, writer=False).read_config())
+    cfg["kind"] = results.get("kind", "multi_task")
     for key in _NOT_COMPARED:
         cfg.pop(key, None)
     ev = dict(cfg.get("eval") or {})
@@ -244,7 +245,7 @@ class Comparison:
         return out
 
     def headers(self) -> list[str]:
-        heads = [f"{c.label} ({len(c.runs)} seed{'s' if len(c.runs) > 1 else ''})"
+        heads = [f"{c.label} ({len(c.runs)} run{'s' if len(c.runs) > 1 else ''})"
                  for c in self.columns]  # fmt: skip
         if self.baseline is not None:
             heads.append("baseline")
@@ -323,7 +324,7 @@ def compare_runs(
     label_set: list[str] = []
     for p in runs:
         results = read_results(p)
-        key = _group_key(p)
+        key = _group_key(p, results)
         if key not in columns:
             label = results["name"]
             if any(c.label == label for c in columns.values()):
@@ -334,7 +335,8 @@ def compare_runs(
         for task in results["tasks"]:
             if task not in tasks:
                 tasks.append(task)
-                metrics[task] = list(results["task_metrics"][task])
+                order = results.get("task_metrics", results["test"]["per_task"])
+                metrics[task] = list(order[task])
         for metric, info in results.get("metrics", {}).items():
             directions[metric] = bool(info["higher_is_better"])
         for metric in results["test"].get("label_set", {}):
