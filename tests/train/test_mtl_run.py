@@ -153,9 +153,12 @@ def test_mixed_kinds_train_evaluate_and_report(tmp_path, toy):
     assert [x["step"] for x in records if x["split"] == "val"] == [6, 12]
     report = (run.path / "report.md").read_text()
     assert "| digit |" in report and "pos" in report
-    # The trained model comes back without its data.
+    # The trained model comes back without its data, and `manytask eval` scores it again.
     model = load_run(run.path)
     assert model(torch.zeros(2, 6), 2).shape == (2, 2)
+    assert main(["eval", str(run.path), "--quiet"]) == 0
+    again = run.read_json("eval-test-seed0.json")
+    assert again["per_task"] == r["test"]["per_task"]
 
 
 def test_fixed_weights_come_from_the_specs(tmp_path, toy):

@@ -60,6 +60,7 @@ def _task_config(base: dict[str, Any], task: str) -> MTLConfig:
     data["tasks"] = [task]
     data["name"] = f"{base.get('name', 'run')}-{task}"
     data.setdefault("train", {})["tasks_per_step"] = None
+    data.setdefault("eval", {})["baseline"] = []  # a baseline run is not compared to one
     cfg: MTLConfig = load_config(data)
     return cfg
 
