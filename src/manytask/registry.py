@@ -195,6 +195,7 @@ ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")
+FAMILIES.add("mtl", "manytask.config.mtl:MTLConfig")
 
 MTL_METHODS.add("fixed", "manytask.mtl.fixed:FixedWeights")
 MTL_METHODS.add("minmax", "manytask.mtl.minmax:MinMax")
