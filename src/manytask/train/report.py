@@ -252,7 +252,7 @@ def _gradient_conflict_section(
         )
         lines.append(
             f"Mean over pairs {sum(off) / len(off):+.3f}; {sum(v < 0 for v in off) // 2} of "
-            f"{len(off) // 2} pairs conflict on average"
+            f"{len(off) // 2} pairs trained together conflict on average"
             + (
                 f"; most conflicting: {conflict['tasks'][worst[0]]} / "
                 f"{conflict['tasks'][worst[1]]} ({float(cos[worst[0], worst[1]]):+.3f})."

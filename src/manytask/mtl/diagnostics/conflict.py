@@ -76,8 +76,9 @@ def conflict_curve(
     """A figure of the mean pairwise cosine and the fraction of conflicting pairs over steps."""
     fig = figure(7.0, 3.2)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(list(steps), list(mean_cosine), label="mean cosine over task pairs")
-    ax.plot(list(steps), list(conflict), label="fraction of pairs in conflict (cos < 0)")
+    mark = {"marker": "o", "markersize": 3}  # a short run may have one log line
+    ax.plot(list(steps), list(mean_cosine), label="mean cosine over task pairs", **mark)
+    ax.plot(list(steps), list(conflict), label="fraction of pairs in conflict (cos < 0)", **mark)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("step")
     ax.set_ylim(-1.05, 1.05)
