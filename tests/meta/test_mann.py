@@ -457,8 +457,9 @@ def _tiny(recipe: str, tmp_path, *extra: str) -> dict:
 
 def test_santoro_recipe_runs_and_reports_accuracy_by_instance(tmp_path):
     results = _tiny(
-        "santoro/mann-lrua", tmp_path, "data.source=embedded", "train.episodes=3",
-        "train.episode.tasks=2", "model.args.hidden=8", "model.args.memory_slots=8",
+        "santoro/mann-lrua", tmp_path, "data.source=embedded", "train.episodes=2",
+        "train.episode.tasks=2", "train.episode.shots=3", "train.episode.queries=3",
+        "model.args.hidden=8", "model.args.memory_slots=8",
         "model.args.memory_width=4", "model.args.read_heads=2", "eval.episodes=6",
         "train.log_every=1",
     )  # fmt: skip
@@ -491,3 +492,25 @@ def test_sinusoid_recipe_runs_and_reports_mse(tmp_path):
         "eval.episodes=10", "train.log_every=1",
     )  # fmt: skip
     assert results["test"]["metric"] == "mse" and results["test"]["tasks"] == 10
+
+
+def test_a_stopped_sequence_run_resumes_to_the_same_weights_and_breakdown(tmp_path):
+    from manytask.train import RunDir, load_run, train
+
+    cfg = load_config(
+        recipe_path("santoro/lstm"),
+        [
+            "data.source=embedded", "train.episodes=4", "train.episode.tasks=2",
+            "train.episode.shots=3", "train.episode.queries=3", "train.checkpoint_every=3",
+            "train.log_every=1", "model.args.hidden=8", "eval.episodes=4", "quiet=true",
+            "device=cpu",
+        ],
+    )  # fmt: skip
+    full = train(cfg, tmp_path / "full")
+    assert train(cfg, tmp_path / "split", stop_after=2) is None
+    resumed = train(cfg, tmp_path / "split", resume=True)
+    assert full is not None and resumed is not None
+    a, b = load_run(tmp_path / "full").state_dict(), load_run(tmp_path / "split").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    test_a = RunDir(tmp_path / "full").read_json("results.json")["test"]
+    assert test_a == RunDir(tmp_path / "split").read_json("results.json")["test"]
