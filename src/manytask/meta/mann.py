@@ -33,10 +33,11 @@ How the support set is presented (``protocol="episodic"``):
 - :class:`~manytask.data.EpisodeSampler` shuffles the support positions of every task (and the
   class -> label map), so the label at a position carries no information and the model must
   read the labels. The homework's data generator instead lays the support set out in class
-  order (shot 1 of labels 0..N-1, then shot 2, ...) and shuffles only the queries; a model
-  trained that way can key on positions and ignore the label inputs, and it fails when the
-  support set arrives in another order. We do not shuffle again inside the learner (a
-  learner is a deterministic function of its inputs; the sampler owns the randomness);
+  order (shot 1 of labels 0..N-1, then shot 2, ...) and shuffles only the queries: there
+  the label at each support position is always the same, so a model can key on positions and
+  ignore the label inputs, and nothing makes it work on a support set in another order. We do
+  not shuffle again inside the learner (a learner is a deterministic function of its inputs;
+  the sampler owns the randomness);
 - queries (``queries="independent"``, the default): each query is read as one step after the
   whole support set, from the same task state ``phi_i``, so its prediction does not depend on
   the other queries, and a task can be tested with any number of queries. With
