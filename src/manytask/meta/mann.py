@@ -205,6 +205,8 @@ class MANN(MetaLearner):
         self.memory: Memory = memory
         self.protocol: Protocol = protocol
         self.queries: QueryMode = queries
+        self.memory_slots, self.memory_width = memory_slots, memory_width
+        self.read_heads, self.usage_decay = read_heads, usage_decay
         features = output_features(encoder, self.in_shape)
         step_in = features + width
         self.core: LSTMCore | LRUAController
@@ -220,7 +222,9 @@ class MANN(MetaLearner):
         target = f"ways={self.ways}" if self.ways is not None else f"out={self.out_features}"
         return (
             f"{target}, hidden={self.hidden}, layers={self.layers}, memory={self.memory!r}, "
-            f"protocol={self.protocol!r}, queries={self.queries!r}"
+            f"protocol={self.protocol!r}, queries={self.queries!r}, "
+            f"memory_slots={self.memory_slots}, memory_width={self.memory_width}, "
+            f"read_heads={self.read_heads}, usage_decay={self.usage_decay}"
         )
 
     def forward(
