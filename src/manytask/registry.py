@@ -187,6 +187,7 @@ MTL_METHODS = Registry("multi-task method", "method.name")
 
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
+LEARNERS.add("mann", "manytask.meta.mann:MANN")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
@@ -194,6 +195,7 @@ ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
 TASKS.add("sinusoid", "manytask.data.sinusoid:SinusoidTasks")
+TASKS.add("omniglot_sequences", "manytask.data.omniglot_sequences:OmniglotSequences")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")
 FAMILIES.add("mtl", "manytask.config.mtl:MTLConfig")

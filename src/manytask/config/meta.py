@@ -208,6 +208,17 @@ class MetaConfig:
         m.args = LEARNERS.check_args(
             m.learner, m.args, injected=LEARNER_INJECTED, where="model.args"
         )
+        if getattr(source, "layout", "episodes") == "sequence" and m.args.get("protocol") != (
+            "online"
+        ):
+            # The query set of a sequence episode is its support set: only a learner that
+            # predicts each step from the steps before it may see one.
+            raise ConfigError(
+                f"model.args.protocol: data {dataset!r} delivers sequences whose query set is "
+                "the support sequence itself, so a learner must read them online (each step "
+                "predicted from the steps before it); use a learner with protocol: online "
+                "(learner: mann, args: {protocol: online})"
+            )
         if LEARNERS.takes(m.learner, "encoder"):
             if m.encoder is None:
                 raise ConfigError(

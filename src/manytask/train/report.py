@@ -99,6 +99,27 @@ def _protocol(test: dict[str, Any]) -> str:
     return f"{test['shots']}-shot"
 
 
+def _breakdown_lines(test: dict[str, Any]) -> list[str]:
+    """A table of the objective's extra metrics (e.g. accuracy by instance number), if any."""
+    extra = test.get("breakdown") or {}
+    if not extra:
+        return []
+    lines = [
+        f"## Test {test['label']}, broken down",
+        "",
+        "| part | mean | 95% CI | tasks |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def natural(name: str) -> tuple[str, int]:  # instance_2 before instance_10
+        stem, _, num = name.rpartition("_")
+        return (stem, int(num)) if num.isdigit() else (name, -1)
+
+    for name, v in sorted(extra.items(), key=lambda kv: natural(kv[0])):
+        lines.append(f"| {name} | {v['mean']:.4g} | ± {v['ci95']:.2g} | {v['tasks']} |")
+    return [*lines, ""]
+
+
 def write_report(run: RunDir) -> Any:
     """Write ``report.md`` (and ``learning_curves.png``, ``test_metric.png``) into ``run``."""
     cfg = run.read_config()
@@ -129,6 +150,7 @@ def write_report(run: RunDir) -> Any:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     run.write_bytes("test_metric.png", _plot_test(per_task, test, title))
     lines += [f"## Test {test['label']}", "", "![test metric](test_metric.png)", ""]
+    lines += _breakdown_lines(test)
     lines += [
         "## Reproduce",
         "",
