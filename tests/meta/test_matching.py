@@ -35,9 +35,9 @@ def _cos(a, b):
     return float(a @ b) / math.sqrt(float(a @ a) * float(b @ b))
 
 
-def _naive_log_probs(fq, gs, labels, ways):
+def _naive_log_probs(fq, gs, labels, ways, scale=1.0):
     """Eq. 1-2 for one query: softmax of cosines, summed per class, then the log."""
-    cos = torch.tensor([_cos(fq, g) for g in gs], dtype=torch.float64)
+    cos = scale * torch.tensor([_cos(fq, g) for g in gs], dtype=torch.float64)
     a = cos.exp() / cos.exp().sum()
     return torch.stack([a[labels == c].sum() for c in range(ways)]).log()
 
@@ -104,6 +104,21 @@ def test_logits_are_the_log_of_the_attention_weighted_labels():
             expect = _naive_log_probs(qx[t, j], sx[t], sy[t], 4)
             torch.testing.assert_close(logits[t, j], expect, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(logits.exp().sum(-1), torch.ones(3, 12, dtype=torch.float64))
+
+
+def test_scale_multiplies_the_cosines_and_sharp_attention_stays_finite():
+    sx, sy, qx = _tasks(t=2)
+    logits = _net(scale=7.5)(sx, sy, qx, ways=4)
+    for t in range(2):
+        for j in range(12):
+            expect = _naive_log_probs(qx[t, j], sx[t], sy[t], 4, scale=7.5)
+            torch.testing.assert_close(logits[t, j], expect, rtol=1e-10, atol=1e-10)
+    # exp(-2000) underflows: summing weights then taking the log would give -inf.
+    sharp = _net(scale=1000.0).float()(sx.float(), sy, qx.float(), ways=4)
+    assert torch.isfinite(sharp).all()
+    torch.testing.assert_close(sharp.exp().sum(-1), torch.ones(2, 12))
+    nearest = cosine_similarities(qx, sx).argmax(-1)  # the class of the most similar example
+    assert torch.equal(sharp.argmax(-1), torch.gather(sy, 1, nearest))
 
 
 def test_attention_weights_sum_to_one_and_are_the_softmax_of_cosines():
@@ -201,6 +216,9 @@ def test_bf16_autocast_keeps_the_attention_in_fp32():
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="fce_steps must be an integer >= 1"):
         MatchingNet(nn.Identity(), (4,), fce=True, fce_steps=0)
+    for bad in (0.0, -1.0, True):
+        with pytest.raises(ValueError, match="scale must be a number > 0"):
+            MatchingNet(nn.Identity(), (4,), scale=bad)
     with pytest.raises(ValueError, match="fce must be true or false"):
         MatchingNet(nn.Identity(), (4,), fce="yes")  # type: ignore[arg-type]
     maps = Conv4(hidden=4, pool=(True, True, False, False), flatten=False)
@@ -219,8 +237,8 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_repr_shows_the_hyper_parameters():
-    text = repr(MatchingNet(Conv4(hidden=8), (1, 28, 28), fce=True, fce_steps=3))
-    assert "fce=True, fce_steps=3" in text and "hidden=8" in text and "steps=3" in text
+    text = repr(MatchingNet(Conv4(hidden=8), (1, 28, 28), fce=True, fce_steps=3, scale=10))
+    assert "fce=True, fce_steps=3, scale=10" in text and "hidden=8" in text and "steps=3" in text
     assert "fce=False" in repr(MatchingNet(Conv4(hidden=8), (1, 28, 28)))
 
 

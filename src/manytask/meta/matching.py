@@ -37,6 +37,15 @@ overrides the class's ``True``). The episode samplers shuffle the support set of
 so training and testing see random orders, as the paper's sampled sets do. Without FCE the
 learner is a function of the support *set* and declares ``order_invariant = True``.
 
+**The kernel is flat.** Cosines lie in ``[-1, 1]``, and in ``[0, 1]`` for an encoder that
+ends in ReLU and max-pooling, like Conv4, whose embeddings are non-negative. The attention can
+then never be sharp: in a 5-way 1-shot task with Conv4 the right class gets at most
+``e / (e + 4) = 0.40``, so the training loss cannot fall below 0.91 even when every query is
+classified right, and its gradients stay small. That is the paper's model (``scale=1``).
+``scale`` multiplies the cosines before the softmax, ``a = softmax(scale * c)``, the "metric
+scaling" that Oreshkin et al. (TADAM, NeurIPS 2018) show matters for cosine
+similarity in few-shot learners; ``docs/RESULTS.md`` measures both.
+
 One encoder pass embeds the support and query images of every task together (batch norm sees
 them together, as for ProtoNet). The attention, the LSTMs and the cosines run in fp32 under
 autocast.
@@ -72,12 +81,15 @@ def cosine_similarities(queries: Tensor, support: Tensor, eps: float = 1e-8) -> 
     return q @ s.transpose(1, 2)
 
 
-def attention_log_probs(attention: Tensor, labels: Tensor, ways: int) -> Tensor:
+def attention_log_probs(log_attention: Tensor, labels: Tensor, ways: int) -> Tensor:
     """``log sum_i a_i y_i`` (eq. 1): the log of the attention-weighted label distribution.
 
+    Computed in log space, ``log P(k) = logsumexp_{i: y_i = k} log a_i``, so no class
+    probability underflows to zero however sharp the attention is.
+
     Args:
-        attention: ``[T, M, S]`` attention weights of every query over the support set (each
-            row sums to 1).
+        log_attention: ``[T, M, S]`` log attention weights of every query over the support set
+            (``log_softmax`` of the attention logits).
         labels: ``[T, S]`` support labels in ``0..ways-1``.
         ways: the number of classes ``N``.
 
@@ -87,13 +99,15 @@ def attention_log_probs(attention: Tensor, labels: Tensor, ways: int) -> Tensor:
     Raises:
         ValueError: a class has no support example in some task (its probability would be 0).
     """
-    one_hot = F.one_hot(labels, ways).to(attention.dtype)  # [T, S, N]
-    if bool((one_hot.sum(1) == 0).any()):
+    member = F.one_hot(labels, ways).bool()  # [T, S, N]
+    if bool((~member.any(1)).any()):
         raise ValueError(
             f"every class 0..{ways - 1} needs at least one support example in every task"
         )
-    # The cosine kernel keeps every weight >= exp(-2) / S, so the log never sees a zero.
-    return (attention @ one_hot).log()
+    per_class = log_attention.unsqueeze(2).masked_fill(
+        ~member.transpose(1, 2).unsqueeze(1), float("-inf")
+    )  # [T, M, N, S]: a query's log weights on the members of each class
+    return per_class.logsumexp(-1)
 
 
 class SupportContext(nn.Module):
@@ -173,6 +187,9 @@ class MatchingNet(MetaLearner):
         fce: full-context embeddings (the bidirectional support LSTM ``g`` and the attention
             LSTM ``f``); False is the paper's Omniglot model, True its miniImageNet "FCE".
         fce_steps: the attention LSTM's processing steps ``K`` (used only with ``fce=True``).
+        scale: a fixed factor on the cosines before the softmax, ``a = softmax(scale * c)``.
+            1 is the paper's kernel; see the module docstring for why a larger one trains
+            faster.
 
     Attributes:
         order_invariant: ``not fce``: FCE reads the support set as a sequence.
@@ -195,6 +212,7 @@ class MatchingNet(MetaLearner):
         in_shape: Sequence[int],
         fce: bool = False,
         fce_steps: int = 5,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(fce, bool):
@@ -204,9 +222,12 @@ class MatchingNet(MetaLearner):
                 f"MatchingNet: fce_steps must be an integer >= 1 (the attention LSTM's "
                 f"processing steps K), got {fce_steps!r}"
             )
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(f"MatchingNet: scale must be a number > 0, got {scale!r}")
         self.encoder = encoder
         self.in_shape = tuple(int(s) for s in in_shape)
         self.fce = fce
+        self.scale = float(scale)
         self.fce_steps = fce_steps
         # FCE's bidirectional LSTM reads the support set in order (see the module docstring).
         self.order_invariant = not fce  # type: ignore[misc]
@@ -236,11 +257,15 @@ class MatchingNet(MetaLearner):
                 f = self.query_attention(f, g)
         return g, f
 
-    def attention(self, support_x: Tensor, query_x: Tensor) -> Tensor:
-        """``a(x^, x_i)`` (eq. 2): ``[T, M, S]``, each query's weights over the support set."""
+    def attention_logits(self, support_x: Tensor, query_x: Tensor) -> Tensor:
+        """``scale * c(f(x^, S), g(x_i, S))``: ``[T, M, S]`` (fp32 under autocast)."""
         g, f = self.embed(support_x, query_x)
         with torch.autocast(g.device.type, enabled=False):
-            return torch.softmax(cosine_similarities(f, g), dim=-1)
+            return self.scale * cosine_similarities(f, g)
+
+    def attention(self, support_x: Tensor, query_x: Tensor) -> Tensor:
+        """``a(x^, x_i)`` (eq. 2): ``[T, M, S]``, each query's weights over the support set."""
+        return torch.softmax(self.attention_logits(support_x, query_x), dim=-1)
 
     def forward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
@@ -254,10 +279,11 @@ class MatchingNet(MetaLearner):
                 f"{tuple(support_x.shape)}"
             )
         ways = self.ways_of(support_y, ways)
-        attention = self.attention(support_x, query_x)
-        with torch.autocast(attention.device.type, enabled=False):
-            return attention_log_probs(attention, support_y, ways)
+        logits = self.attention_logits(support_x, query_x)
+        with torch.autocast(logits.device.type, enabled=False):
+            return attention_log_probs(logits.log_softmax(-1), support_y, ways)
 
     def extra_repr(self) -> str:
         text = f"in_shape={self.in_shape}, fce={self.fce}"
-        return text + (f", fce_steps={self.fce_steps}" if self.fce else "")
+        text += f", fce_steps={self.fce_steps}" if self.fce else ""
+        return text + f", scale={self.scale:g}"

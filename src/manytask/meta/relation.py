@@ -27,7 +27,7 @@ Batched over tasks and over every (query, class) pair. The first convolution of 
 module is linear in its input, so on the concatenation ``[class map; query map]`` it equals
 ``W_c * class + W_q * query + b``: it is computed once per class map and once per query map and
 broadcast over the ``Q x N`` pairs, instead of once per pair (exact up to float rounding;
-``benchmarks/bench_relation_pairs.py`` times both). One encoder pass embeds the support and
+``benchmarks/bench_relation_step.py`` times both). One encoder pass embeds the support and
 query images of every task together (batch norm sees them together, as for ProtoNet).
 """
 
