@@ -212,3 +212,16 @@ def test_tiny_manytask_run_then_load_run_scores_the_same(tmp_path, tiny_override
     assert main(["eval", str(out), "--quiet"]) == 0
     again = json.loads(next(out.glob("eval-5w1s-*.json")).read_text())
     assert again["mean"] == pytest.approx(sum(per_task) / len(per_task))
+
+
+def test_a_flattening_encoder_is_a_one_line_error_before_the_run_folder(tmp_path, capsys):
+    # Found by use: the constructor's ValueError printed a traceback, as if it were a bug.
+    out = tmp_path / "r"
+    args = ["run", "omniglot/relation-5w1s", "data.source=embedded", "quiet=true"]
+    assert main([*args, "model.encoder_args.flatten=true", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model.args: learner 'relationnet'" in err and "flatten: false" in err
+    assert "Traceback" not in err
+    assert main([*args, "model.encoder_args.pool=[true,false]", "--out", str(out)]) == 2
+    assert "model.encoder_args: encoder 'conv4': Conv4: pool must list 4" in capsys.readouterr().err
+    assert not out.exists()
