@@ -239,7 +239,7 @@ def test_bad_arguments_are_clear_errors():
 def test_repr_shows_the_hyper_parameters():
     text = repr(MatchingNet(Conv4(hidden=8), (1, 28, 28), fce=True, fce_steps=3, scale=10))
     assert "fce=True, fce_steps=3, scale=10" in text and "hidden=8" in text and "steps=3" in text
-    assert "fce=False" in repr(MatchingNet(Conv4(hidden=8), (1, 28, 28)))
+    assert "fce=False, fce_steps=5, scale=1" in repr(MatchingNet(Conv4(hidden=8), (1, 28, 28)))
 
 
 # -- through the command line --------------------------------------------------------------------

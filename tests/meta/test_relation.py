@@ -7,28 +7,26 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import manytask
 from manytask.cli import main
 from manytask.config import load_config
 from manytask.meta import RelationNet
 from manytask.meta.relation import RelationModule, class_feature_maps
+from manytask.nn import Conv4, init_parameters
 from manytask.objectives import get_objective
 from manytask.recipes import list_recipes, recipe_path
 from manytask.train.meta import build_run_learner
 
 
 def _maps_encoder(hidden=4):
-    from manytask.nn import Conv4
-
     return Conv4(
         hidden=hidden, pool=(True, True, False, False), padding=(0, 0, 1, 1), flatten=False
     )
 
 
 def _net(hidden=4, **kwargs):
-    from manytask.nn import init_parameters
-
     net = RelationNet(_maps_encoder(hidden), (1, 28, 28), hidden=6, relation_dim=3, **kwargs)
     return init_parameters(net, 0).double()
 
@@ -83,13 +81,18 @@ def test_scores_equal_the_relation_module_on_each_concatenated_pair():
                     torch.testing.assert_close(scores[t, j, c], expect, rtol=1e-9, atol=1e-9)
 
 
-def test_split_first_convolution_is_exact_with_batch_statistics_too():
+@pytest.mark.parametrize(
+    ("side", "pools"), [(5, (True, True)), (3, (True, False)), (1, (False,) * 2)]
+)
+def test_split_first_convolution_is_exact_with_batch_statistics_too(side, pools):
     # In training mode batch norm normalises over all pairs: the split computation must give
     # the same pairs, hence the same statistics, as convolving every concatenated pair.
     g = torch.Generator().manual_seed(3)
-    module = RelationModule(channels=5, size=(5, 5), hidden=7, relation_dim=3).double().train()
-    cm = torch.randn(2, 3, 5, 5, 5, generator=g, dtype=torch.float64)
-    qm = torch.randn(2, 4, 5, 5, 5, generator=g, dtype=torch.float64)
+    module = RelationModule(channels=5, size=(side, side), hidden=7, relation_dim=3)
+    module = module.double().train()
+    assert module.pools == pools  # a block pools while its maps are at least 2x2
+    cm = torch.randn(2, 3, 5, side, side, generator=g, dtype=torch.float64)
+    qm = torch.randn(2, 4, 5, side, side, generator=g, dtype=torch.float64)
     out = module(cm, qm)
     pairs = torch.cat(
         [cm[:, None].expand(-1, 4, -1, -1, -1, -1), qm[:, :, None].expand(-1, -1, 3, -1, -1, -1)],
@@ -152,13 +155,17 @@ def test_support_order_does_not_matter_and_labels_permute_the_scores():
 # -- errors and repr ----------------------------------------------------------------------------
 
 
-def test_bad_encoders_and_arguments_are_clear_errors():
-    from manytask.nn import Conv4
+def test_an_encoder_of_embeddings_gives_one_by_one_maps():
+    net = RelationNet(Conv4(hidden=8), (1, 28, 28), hidden=6, relation_dim=3)
+    assert net.map_shape == (8, 1, 1) and net.relation.pools == (False, False)
+    sx, sy, qx = (x.float() if x.is_floating_point() else x for x in _episode(k=1))
+    assert net(sx, sy, qx, ways=3).shape == (2, 6, 3)
 
-    with pytest.raises(ValueError, match=r"feature maps \[B, C, H, W\].*\[B, 8\].*flatten: false"):
-        RelationNet(Conv4(hidden=8), (1, 28, 28))
-    with pytest.raises(ValueError, match=r"maps \(8, 1, 1\).*at least 4x4.*Pool in fewer"):
-        RelationNet(Conv4(hidden=8, flatten=False), (1, 28, 28))
+
+def test_bad_encoders_and_arguments_are_clear_errors():
+
+    with pytest.raises(ValueError, match=r"\[B, 2, 3, 4, 5\].*flatten: false"):
+        RelationNet(nn.Identity(), (2, 3, 4, 5))
     for bad in ({"hidden": 0}, {"relation_dim": -1}, {"hidden": True}):
         with pytest.raises(ValueError, match="must be an integer >= 1"):
             RelationNet(_maps_encoder(), (1, 28, 28), **bad)
@@ -214,13 +221,13 @@ def test_tiny_manytask_run_then_load_run_scores_the_same(tmp_path, tiny_override
     assert again["mean"] == pytest.approx(sum(per_task) / len(per_task))
 
 
-def test_a_flattening_encoder_is_a_one_line_error_before_the_run_folder(tmp_path, capsys):
-    # Found by use: the constructor's ValueError printed a traceback, as if it were a bug.
+def test_bad_constructor_arguments_are_one_line_errors_before_the_run_folder(tmp_path, capsys):
+    # Found by use: a constructor's ValueError printed a traceback, as if it were a bug.
     out = tmp_path / "r"
     args = ["run", "omniglot/relation-5w1s", "data.source=embedded", "quiet=true"]
-    assert main([*args, "model.encoder_args.flatten=true", "--out", str(out)]) == 2
+    assert main([*args, "model.args.relation_dim=0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "model.args: learner 'relationnet'" in err and "flatten: false" in err
+    assert "model.args: learner 'relationnet': RelationNet: relation_dim must be" in err
     assert "Traceback" not in err
     assert main([*args, "model.encoder_args.pool=[true,false]", "--out", str(out)]) == 2
     assert "model.encoder_args: encoder 'conv4': Conv4: pool must list 4" in capsys.readouterr().err

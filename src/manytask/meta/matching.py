@@ -284,6 +284,7 @@ class MatchingNet(MetaLearner):
             return attention_log_probs(logits.log_softmax(-1), support_y, ways)
 
     def extra_repr(self) -> str:
-        text = f"in_shape={self.in_shape}, fce={self.fce}"
-        text += f", fce_steps={self.fce_steps}" if self.fce else ""
-        return text + f", scale={self.scale:g}"
+        return (
+            f"in_shape={self.in_shape}, fce={self.fce}, fce_steps={self.fce_steps}, "
+            f"scale={self.scale:g}"
+        )

@@ -21,7 +21,11 @@ authors' code, ``padding: [0, 0, 1, 1]`` (28x28 -> 64x5x5 maps). The relation mo
 blocks ``3x3 conv (64) -> batch norm -> ReLU -> 2x2 max-pool`` on the ``2C`` concatenated
 channels, then ``FC (8) -> ReLU -> FC (1) -> sigmoid``; on 5x5 maps its flattened width is 64,
 the paper's ``H = 64`` for Omniglot. The relation module's sizes are read from the encoder's
-output, so any feature-map encoder works.
+output, so any encoder works: each of its blocks pools only while its maps are at least 2x2
+(both do on the paper's 5x5 maps: 5 -> 2 -> 1), and an encoder that flattens, ``[B, D]``,
+gives ``D x 1 x 1`` maps, on which the relation module's convolutions act as linear layers on
+the concatenated embeddings (a relation network over any embedding; not the paper's Omniglot
+model, whose maps keep their 5x5 layout).
 
 Batched over tasks and over every (query, class) pair. The first convolution of the relation
 module is linear in its input, so on the concatenation ``[class map; query map]`` it equals
@@ -85,10 +89,11 @@ class RelationModule(nn.Module):
 
     Two blocks ``conv3x3 (hidden) -> BN -> ReLU -> max-pool 2``, then ``Linear ->
     ReLU -> Linear -> sigmoid``, on the channel concatenation ``[class map; query map]``.
+    A block pools only if its maps are at least 2x2, so maps of any size fit (1x1 included).
 
     Args:
         channels: channels ``C`` of one feature map (the module reads ``2C``).
-        size: the maps' spatial size ``(H, W)``; each side must be at least 4 (two poolings).
+        size: the maps' spatial size ``(H, W)``.
         hidden: filters of the two convolutions (64 in the paper).
         relation_dim: width of the hidden fully connected layer (8 in the paper).
 
@@ -96,25 +101,35 @@ class RelationModule(nn.Module):
         >>> g = RelationModule(channels=8, size=(5, 5), hidden=16, relation_dim=4)
         >>> g(torch.rand(2, 3, 8, 5, 5), torch.rand(2, 6, 8, 5, 5)).shape
         torch.Size([2, 6, 3])
+        >>> g.pools, g.fc[1].in_features  # 5x5 -> 2x2 -> 1x1
+        ((True, True), 16)
     """
 
     def __init__(
         self, channels: int, size: tuple[int, int], hidden: int = 64, relation_dim: int = 8
     ) -> None:
         super().__init__()
-        if min(size) < 4:
+        if channels < 1 or min(size) < 1:
             raise ValueError(
-                f"RelationModule: feature maps of {size[0]}x{size[1]} are too small for the "
-                "relation module's two 2x2 max-poolings; it needs maps of at least 4x4"
+                f"RelationModule: needs maps with channels >= 1 and a size of at least 1x1, "
+                f"got channels={channels}, size={size}"
             )
         self.channels, self.size = channels, (int(size[0]), int(size[1]))
         self.hidden, self.relation_dim = hidden, relation_dim
+        pools, (h, w) = [], self.size
+        for _ in range(2):
+            pools.append(min(h, w) >= 2)
+            h, w = (h // 2, w // 2) if pools[-1] else (h, w)
+        self.pools: tuple[bool, ...] = tuple(pools)
         self.conv = nn.Conv2d(2 * channels, hidden, kernel_size=3, padding=1)
-        self.rest_of_block1 = nn.Sequential(nn.BatchNorm2d(hidden), nn.ReLU(), nn.MaxPool2d(2))
-        self.block2 = conv_block(hidden, hidden)
-        flat = hidden * (size[0] // 2 // 2) * (size[1] // 2 // 2)
+        rest: list[nn.Module] = [nn.BatchNorm2d(hidden), nn.ReLU()]
+        self.rest_of_block1 = nn.Sequential(*rest, *([nn.MaxPool2d(2)] if pools[0] else []))
+        self.block2 = conv_block(hidden, hidden, pool=pools[1])
         self.fc = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, relation_dim), nn.ReLU(), nn.Linear(relation_dim, 1)
+            nn.Flatten(),
+            nn.Linear(hidden * h * w, relation_dim),
+            nn.ReLU(),
+            nn.Linear(relation_dim, 1),
         )
 
     def forward(self, class_maps: Tensor, query_maps: Tensor) -> Tensor:
@@ -133,16 +148,17 @@ class RelationModule(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, size={self.size}, hidden={self.hidden}, "
-            f"relation_dim={self.relation_dim}"
+            f"relation_dim={self.relation_dim}, pools={self.pools}"
         )
 
 
 class RelationNet(MetaLearner):
-    """Relation Network over a feature-map encoder ``[B, *in_shape] -> [B, C, H, W]``.
+    """Relation Network over an encoder of feature maps ``[B, C, H, W]`` (or embeddings ``[B, D]``).
 
     Args:
-        encoder: the embedding module ``f``; it must return feature maps, e.g.
-            ``Conv4(pool=(True, True, False, False), padding=(0, 0, 1, 1), flatten=False)``.
+        encoder: the embedding module ``f``: the paper's returns feature maps,
+            ``Conv4(pool=(True, True, False, False), padding=(0, 0, 1, 1), flatten=False)``;
+            an encoder of embeddings ``[B, D]`` is read as ``D x 1 x 1`` maps.
         in_shape: the per-example input shape (injected by the run), to size ``g``.
         hidden: filters of the relation module's convolutions (64 in the paper).
         relation_dim: the relation module's hidden fully connected width (8 in the paper).
@@ -184,21 +200,18 @@ class RelationNet(MetaLearner):
         self.in_shape = tuple(int(s) for s in in_shape)
         self.class_maps = class_maps
         shape = output_shape(encoder, self.in_shape)
+        if len(shape) == 1:  # embeddings [B, D]: maps of 1x1
+            shape = (shape[0], 1, 1)
         if len(shape) != 3:
             raise ValueError(
-                f"RelationNet needs an encoder that returns feature maps [B, C, H, W]; this one "
-                f"returns [B, {', '.join(map(str, shape))}] for inputs {self.in_shape}. Use "
-                "encoder conv4 with encoder_args {pool: [true, true, false, false], "
-                "padding: [0, 0, 1, 1], flatten: false} (the paper's embedding module)."
+                f"RelationNet needs an encoder that returns feature maps [B, C, H, W] (or "
+                f"embeddings [B, D]); this one returns [B, {', '.join(map(str, shape))}] for "
+                f"inputs {self.in_shape}. The paper's embedding module is encoder conv4 with "
+                "encoder_args {pool: [true, true, false, false], padding: [0, 0, 1, 1], "
+                "flatten: false}."
             )
-        self.map_shape = shape
-        try:
-            self.relation = RelationModule(shape[0], (shape[1], shape[2]), hidden, relation_dim)
-        except ValueError as exc:
-            raise ValueError(
-                f"RelationNet: the encoder's maps {shape} for inputs {self.in_shape} do not fit: "
-                f"{exc}. Pool in fewer encoder blocks (conv4 pool: [true, true, false, false])."
-            ) from None
+        self.map_shape: tuple[int, ...] = shape
+        self.relation = RelationModule(shape[0], (shape[1], shape[2]), hidden, relation_dim)
 
     def forward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
