@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from manytask.objectives import Objective, get_objective
-from manytask.train.progress import progress_bar
+from manytask.progress import progress_bar
 
 __all__ = ["Score", "evaluate", "mean_ci95"]
 
