@@ -37,14 +37,14 @@ overrides the class's ``True``). The episode samplers shuffle the support set of
 so training and testing see random orders, as the paper's sampled sets do. Without FCE the
 learner is a function of the support *set* and declares ``order_invariant = True``.
 
-**The kernel is flat.** Cosines lie in ``[-1, 1]``, and in ``[0, 1]`` for an encoder that
-ends in ReLU and max-pooling, like Conv4, whose embeddings are non-negative. The attention can
-then never be sharp: in a 5-way 1-shot task with Conv4 the right class gets at most
-``e / (e + 4) = 0.40``, so the training loss cannot fall below 0.91 even when every query is
-classified right, and its gradients stay small. That is the paper's model (``scale=1``).
+**The kernel is flat.** Cosines lie in ``[-1, 1]``, and without FCE in ``[0, 1]`` for an
+encoder that ends in ReLU and max-pooling, like Conv4, whose embeddings are non-negative. The
+attention can then never be sharp: in a 5-way 1-shot task with Conv4 the right class gets at
+most ``e / (e + 4) = 0.40``, so the training loss cannot fall below 0.91 even when every query
+is classified right, and its gradients stay small. That is the paper's model (``scale=1``).
 ``scale`` multiplies the cosines before the softmax, ``a = softmax(scale * c)``, the "metric
-scaling" that Oreshkin et al. (TADAM, NeurIPS 2018) show matters for cosine
-similarity in few-shot learners; ``docs/RESULTS.md`` measures both.
+scaling" that Oreshkin et al. (TADAM, NeurIPS 2018) show matters for cosine similarity in
+few-shot learners; ``docs/RESULTS.md`` measures both.
 
 One encoder pass embeds the support and query images of every task together (batch norm sees
 them together, as for ProtoNet). The attention, the LSTMs and the cosines run in fp32 under
