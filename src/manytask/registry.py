@@ -188,6 +188,8 @@ MTL_METHODS = Registry("multi-task method", "method.name")
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
 LEARNERS.add("mann", "manytask.meta.mann:MANN")
+LEARNERS.add("matchingnet", "manytask.meta.matching:MatchingNet")
+LEARNERS.add("relationnet", "manytask.meta.relation:RelationNet")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")

@@ -3,13 +3,17 @@
 from manytask.meta.base import MetaLearner, check_task_batch
 from manytask.meta.lrua import LRUAController
 from manytask.meta.mann import MANN
+from manytask.meta.matching import MatchingNet
 from manytask.meta.protonet import ProtoNet, prototypes, squared_distances
+from manytask.meta.relation import RelationNet
 
 __all__ = [
     "MANN",
     "LRUAController",
+    "MatchingNet",
     "MetaLearner",
     "ProtoNet",
+    "RelationNet",
     "check_task_batch",
     "prototypes",
     "squared_distances",
