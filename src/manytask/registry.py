@@ -184,6 +184,8 @@ FAMILIES = Registry("problem family", "family")
 
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
+LEARNERS.add("cnp", "manytask.meta.cnp:CNP")
+LEARNERS.add("snail", "manytask.meta.snail:SNAIL")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
