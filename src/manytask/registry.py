@@ -192,5 +192,6 @@ ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
 ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
+TASKS.add("sinusoid", "manytask.data.sinusoid:SinusoidTasks")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")
