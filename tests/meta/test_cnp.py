@@ -128,3 +128,14 @@ def test_a_sinusoid_run_defaults_to_and_requires_the_gaussian_objective():
     assert load_config(recipe, ["objective=auto"]).objective == "gaussian_nll"
     with pytest.raises(ConfigError, match=r"'cnp' makes predictions for the objective 'gauss"):
         load_config(recipe, ["objective=regression"])
+
+
+def test_bad_recipe_arguments_are_config_errors():
+    # Found by hand: representation=-3 used to end in a traceback at set-up.
+    recipe = recipe_path("sinusoid/cnp-k5")
+    with pytest.raises(ConfigError, match=r"model.args.representation: -3 is out of range"):
+        load_config(recipe, ["model.args.representation=-3"])
+    with pytest.raises(ConfigError, match=r"model.args.encoder_hidden\[1\]: 0 is out of range"):
+        load_config(recipe, ["model.args.encoder_hidden=[64,0]"])
+    with pytest.raises(ConfigError, match="Did you mean 'aggregate'"):
+        load_config(recipe, ["model.args.agregate=set"])

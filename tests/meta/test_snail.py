@@ -155,3 +155,21 @@ def test_repr_shows_the_hyper_parameters():
     for part in ("ways=5", "shots=5 (T=26)", "embedding=64", "key_sizes=(64, 256, 512)",
                  "value_sizes=(32, 128, 256)", "filters=128"):  # fmt: skip
         assert part in text
+
+
+def test_bad_recipe_arguments_are_config_errors_before_anything_is_written(tmp_path):
+    # Found by hand: shots=0 and mismatched key/value sizes used to end in a traceback.
+    from manytask.config import load_config
+    from manytask.recipes import recipe_path
+    from manytask.train import RunContext, train
+    from manytask.typed import ConfigError
+
+    recipe = recipe_path("sinusoid/snail-k5")
+    with pytest.raises(ConfigError, match=r"model.args.shots: 0 is out of range"):
+        load_config(recipe, ["model.args.shots=0"])
+    with pytest.raises(ConfigError, match=r"model.args.filters: -1 is out of range"):
+        load_config(recipe, ["model.args.filters=-1"])
+    cfg = load_config(recipe, ["model.args.key_sizes=[64,256]", "quiet=true", "device=cpu"])
+    with pytest.raises(ConfigError, match=r"model\.args: SNAIL: key_sizes and value_sizes"):
+        train(cfg, tmp_path / "run", RunContext(torch.device("cpu"), progress=False))
+    assert not (tmp_path / "run").exists()

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from manytask.meta.base import Kind, MetaLearner, check_task_batch
 from manytask.nn import output_features
+from manytask.typed import PositiveInt
 
 __all__ = ["CNP", "class_means", "set_mean"]
 
@@ -141,9 +142,9 @@ class CNP(MetaLearner):
         ways: int | None = None,
         out_features: int | None = None,
         aggregate: Aggregate = "auto",
-        encoder_hidden: Sequence[int] = (128, 128, 128),
-        representation: int = 128,
-        decoder_hidden: Sequence[int] = (128, 128),
+        encoder_hidden: Sequence[PositiveInt] = (128, 128, 128),
+        representation: PositiveInt = 128,
+        decoder_hidden: Sequence[PositiveInt] = (128, 128),
     ) -> None:
         super().__init__()
         if aggregate not in ("auto", "class", "set"):

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from manytask.meta.base import Kind, MetaLearner, check_task_batch
 from manytask.nn import output_features
+from manytask.typed import PositiveInt
 
 __all__ = ["SNAIL", "AttentionBlock", "DenseBlock", "TCBlock", "tc_layers"]
 
@@ -208,11 +209,11 @@ class SNAIL(MetaLearner):
         in_shape: Sequence[int],
         ways: int | None = None,
         out_features: int | None = None,
-        shots: int = 1,
-        embedding: int | None = 64,
-        key_sizes: Sequence[int] = (64, 256, 512),
-        value_sizes: Sequence[int] = (32, 128, 256),
-        filters: int = 128,
+        shots: PositiveInt = 1,
+        embedding: PositiveInt | None = 64,
+        key_sizes: Sequence[PositiveInt] = (64, 256, 512),
+        value_sizes: Sequence[PositiveInt] = (32, 128, 256),
+        filters: PositiveInt = 128,
     ) -> None:
         super().__init__()
         self.kind: Kind = "classification" if out_features is None else "regression"
