@@ -15,7 +15,8 @@ scalar inputs for regression), for every problem it declares in ``problems``. It
   support set is permuted (labels with it), sequence learners give different ones;
 - train well above chance on a tiny problem in a few seconds;
 - show its hyper-parameters in ``repr``;
-- train through ``manytask run``, and come back from ``manytask.load_run`` scoring the same.
+- train through ``manytask run``, come back from ``manytask.load_run`` scoring the same, and
+  resume a stopped run to the same weights and score.
 
 A new learner needs nothing here: register it and run ``pytest tests/meta/test_battery.py``.
 Regression predictions are ``[T, Q, out]``, or ``[T, Q, 2*out]`` for a learner whose
@@ -36,10 +37,12 @@ from torch import Tensor
 
 import manytask
 from manytask.cli import main
+from manytask.config import load_config
 from manytask.data import Episode, EpisodeSampler, FixedEpisodes, ImageStore, RegressionEpisode
 from manytask.meta import MetaLearner
 from manytask.objectives import Objective, get_objective
 from manytask.registry import LEARNERS, TASKS
+from manytask.train import RunContext, train
 from manytask.train.build import build_learner
 from manytask.train.evaluate import evaluate
 
@@ -298,10 +301,10 @@ def test_same_seed_same_model_other_seed_other_model(name: str, problem: str) ->
     floats = [k for k in sa if sa[k].is_floating_point() and sa[k].numel() > 1]
     assert any(not torch.equal(sa[k], sc[k]) for k in floats), f"{name}: seed ignored"
     batch = a_batch(problem)
-    for train in (True, False):
-        a.train(train)
-        b.train(train)
-        assert torch.equal(predict(a, batch), predict(b, batch)), f"{name} train={train}"
+    for mode in (True, False):
+        a.train(mode)
+        b.train(mode)
+        assert torch.equal(predict(a, batch), predict(b, batch)), f"{name} train={mode}"
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
@@ -421,3 +424,11 @@ def test_cli_run_then_load_run_scores_the_same(name: str, problem: str, tmp_path
     assert type(learner) is LEARNERS.get(name) and not learner.training
     score, _, _ = manytask.train.evaluate_run(out, ["quiet=true"])
     assert score.mean == pytest.approx(results["test"]["mean"], rel=1e-6, abs=1e-9)
+    # Stopped after 2 steps and resumed, the same run ends with the same weights and score.
+    cfg = load_config(path)
+    ctx = RunContext(torch.device("cpu"), progress=False)
+    assert train(cfg, tmp_path / "split", ctx, stop_after=2) is None
+    resumed = train(cfg, tmp_path / "split", ctx, resume=True)
+    assert resumed is not None and resumed.test.mean == results["test"]["mean"]
+    split = manytask.load_run(tmp_path / "split").state_dict()
+    assert all(torch.equal(v, split[k]) for k, v in learner.state_dict().items())
