@@ -170,6 +170,8 @@ def test_bad_recipe_arguments_are_config_errors_before_anything_is_written(tmp_p
     with pytest.raises(ConfigError, match=r"model.args.filters: -1 is out of range"):
         load_config(recipe, ["model.args.filters=-1"])
     cfg = load_config(recipe, ["model.args.key_sizes=[64,256]", "quiet=true", "device=cpu"])
-    with pytest.raises(ConfigError, match=r"model\.args: SNAIL: key_sizes and value_sizes"):
+    with pytest.raises(
+        ConfigError, match=r"model\.args: learner 'snail': SNAIL: key_sizes and value_sizes"
+    ):
         train(cfg, tmp_path / "run", RunContext(torch.device("cpu"), progress=False))
     assert not (tmp_path / "run").exists()

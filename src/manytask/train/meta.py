@@ -93,7 +93,7 @@ def _source(cfg: MetaConfig, ctx: RunContext) -> Any:
 
 
 def _episodes(where: str, build: Callable[[], Any]) -> Any:
-    """Build a sampler, fixed tasks or the learner; an impossible request is a config error."""
+    """Build a sampler or fixed tasks; an impossible request becomes a config error."""
     try:
         return build()
     except ValueError as exc:
@@ -147,8 +147,7 @@ def setup(cfg: MetaConfig, ctx: RunContext) -> MetaSetup:
             ),
         )  # fmt: skip
     test = test_tasks(cfg, source, device)
-    # A constructor's own checks (rules between its arguments) are errors in the request.
-    learner = _episodes("model.args", lambda: build_run_learner(cfg, source)).to(device)
+    learner = build_run_learner(cfg, source).to(device)
     optimizer = build_optimizer(learner.parameters(), cfg.train.optim)
     scheduler = build_scheduler(optimizer, cfg.train.optim, cfg.train.episodes)
     return MetaSetup(cfg, ctx, source, objective, learner, optimizer, scheduler, sampler, val, test)
