@@ -175,3 +175,25 @@ def test_bad_recipe_arguments_are_config_errors_before_anything_is_written(tmp_p
     ):
         train(cfg, tmp_path / "run", RunContext(torch.device("cpu"), progress=False))
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_with_another_number_of_classes_is_a_one_line_error(tmp_path):
+    # Found by hand: `manytask predict` of a 5-way SNAIL on 3 class folders was a traceback.
+    from PIL import Image
+
+    from manytask.nn import Conv4
+    from manytask.train.predict import predict_folders
+    from manytask.typed import ManytaskError
+
+    for c in "abc":
+        (tmp_path / "support" / c).mkdir(parents=True)
+        Image.new("L", (28, 28), 40 * ord(c) % 255).save(tmp_path / "support" / c / "1.png")
+    (tmp_path / "query").mkdir()
+    Image.new("L", (28, 28), 0).save(tmp_path / "query" / "q.png")
+    args = (tmp_path / "support", tmp_path / "query")
+    five = SNAIL(Conv4(hidden=4), in_shape=(1, 28, 28), ways=5, embedding=4)
+    with pytest.raises(ManytaskError, match=r"3 classes: .*cannot classify 3-way tasks"):
+        predict_folders(five, *args, in_shape=(1, 28, 28))
+    three = SNAIL(Conv4(hidden=4), in_shape=(1, 28, 28), ways=3, embedding=4)
+    (row,) = predict_folders(three, *args, in_shape=(1, 28, 28))
+    assert row.label in "abc" and 0 < row.probability <= 1
