@@ -1,8 +1,10 @@
 """The learner battery: every learner in ``manytask.registry.LEARNERS`` passes it unaided.
 
-Each learner is built through :func:`manytask.train.build.build_learner`, with its default
-arguments and a tiny encoder (Conv4 with 8 filters on 1x16x16 images; an MLP of 16 units on
-scalar inputs for regression), for every problem it declares in ``problems``. It must:
+Each learner is built through :func:`manytask.train.build.build_learner`, with its
+``tiny_args`` (a class attribute of :class:`~manytask.meta.MetaLearner`: arguments of a small
+instance, ``{}`` by default) and a tiny encoder (Conv4 with 8 filters on 1x16x16 images; an MLP
+of 16 units on scalar inputs for regression), for every problem it declares in ``problems``.
+It must:
 
 - give the documented output shape and finite values, forward and backward, for every
   (tasks, ways, shots, queries) of a small grid (learners with a fixed ``ways`` are built for
@@ -172,7 +174,22 @@ def battery_sources() -> Iterator[None]:
     TASKS.remove(SOURCES["regression"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one intra-op thread (and do not fight a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def tiny_args(name: str) -> dict[str, Any]:
+    """The learner's ``tiny_args``, as a recipe would write them (lists, not tuples)."""
+    args = getattr(LEARNERS.get(name), "tiny_args", {})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
 
 
 def encoder_of(name: str, problem: str) -> tuple[str | None, dict[str, Any]]:
@@ -185,7 +202,7 @@ def encoder_of(name: str, problem: str) -> tuple[str | None, dict[str, Any]]:
 def build(name: str, problem: str, ways: int | None = None, seed: int = 0) -> MetaLearner:
     encoder, encoder_args = encoder_of(name, problem)
     learner: MetaLearner = build_learner(
-        name, {}, encoder, encoder_args,
+        name, tiny_args(name), encoder, encoder_args,
         in_shape=IMAGE if problem == "classification" else POINT,
         ways=ways if problem == "classification" else None,
         out_features=1 if problem == "regression" else None,
@@ -408,7 +425,8 @@ def test_cli_run_then_load_run_scores_the_same(name: str, problem: str, tmp_path
     recipe = {
         "family": "meta", "name": f"battery-{name}", "seed": 3,
         "data": {"dataset": SOURCES[problem]},
-        "model": {"learner": name, "encoder": encoder, "encoder_args": encoder_args},
+        "model": {"learner": name, "args": tiny_args(name), "encoder": encoder,
+                  "encoder_args": encoder_args},
         "train": {"episodes": 4, "episode": {**shape, "tasks": 2}, "log_every": 2,
                   "checkpoint_every": 2, "val_every": 0},
         "eval": {"episode": shape, "episodes": 6, "batch_size": 4},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,15 @@ from manytask.meta.cnp import class_means
 from manytask.nn import Flatten, init_parameters
 from manytask.recipes import recipe_path
 from manytask.typed import ConfigError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small models run fastest on one intra-op thread (and do not fight a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _cnp(**kw) -> CNP:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,15 @@ from torch import nn
 from manytask.meta import SNAIL
 from manytask.meta.snail import AttentionBlock, DenseBlock, TCBlock, tc_layers
 from manytask.nn import Flatten, init_parameters
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small models run fastest on one intra-op thread (and do not fight a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _snail(ways=3, shots=2, out_features=None, **kw) -> SNAIL:

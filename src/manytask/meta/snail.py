@@ -57,8 +57,8 @@ other queries of its task (a test checks it).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -202,6 +202,9 @@ class SNAIL(MetaLearner):
 
     problems: ClassVar[tuple[Kind, ...]] = ("classification", "regression")
     order_invariant: ClassVar[bool] = False
+    tiny_args: ClassVar[Mapping[str, Any]] = {
+        "embedding": 16, "key_sizes": [16, 16, 16], "value_sizes": [8, 8, 8], "filters": 16
+    }  # fmt: skip
 
     def __init__(
         self,
