@@ -77,7 +77,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--learners", nargs="+", default=list(BLACK_BOX))
     p.add_argument("--encoder", default="conv4", help="encoder of learners that take one")
-    p.add_argument("--hidden", type=int, default=64, help="the encoder's width (conv4)")
+    p.add_argument("--hidden", type=int, default=64, help="conv4's width")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--queries", type=int, default=1, help="query examples per class")
@@ -147,10 +147,10 @@ def main() -> None:
             results[name]["batched_over_sequences"] = med["batched"] / med["sequences"]
 
     shape = f"{args.ways}-way {args.shots}-shot, {args.queries} query/class, {args.tasks} tasks"
+    encoder = f"conv4({args.hidden})" if args.encoder == "conv4" else args.encoder
     print(
-        f"Black-box learners, forward + backward, Omniglot 28x28 {shape}, encoder "
-        f"{args.encoder}({args.hidden}), torch {torch.__version__}, {torch.get_num_threads()} "
-        "threads"
+        f"Black-box learners, forward + backward, Omniglot 28x28 {shape}, encoder {encoder}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
         f"{'learner':10s} {'method':10s} {'tasks/s':>9s} {'min':>9s} {'max':>9s} {'batched x':>10s}"
