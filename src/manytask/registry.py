@@ -190,6 +190,8 @@ LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
 LEARNERS.add("mann", "manytask.meta.mann:MANN")
 LEARNERS.add("matchingnet", "manytask.meta.matching:MatchingNet")
 LEARNERS.add("relationnet", "manytask.meta.relation:RelationNet")
+LEARNERS.add("cnp", "manytask.meta.cnp:CNP")
+LEARNERS.add("snail", "manytask.meta.snail:SNAIL")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")

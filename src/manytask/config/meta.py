@@ -187,6 +187,9 @@ class MetaConfig:
         # The objective must fit the data.
         if self.objective == "auto":
             self.objective = problem
+            if problem == "regression":  # the learner's own (a Gaussian head: gaussian_nll)
+                learner_cls = LEARNERS.get(self.model.learner)
+                self.objective = getattr(learner_cls, "regression_objective", "regression")
         try:
             objective = get_objective(self.objective)
         except ValueError as exc:
@@ -204,6 +207,12 @@ class MetaConfig:
             raise ConfigError(
                 f"model.learner: {m.learner!r} does not do {problem} (it does "
                 f"{', '.join(cls.problems)}); pick another learner or data set"
+            )
+        wants = getattr(cls, "regression_objective", "regression")
+        if problem == "regression" and self.objective != wants:
+            raise ConfigError(
+                f"objective: learner {m.learner!r} makes predictions for the objective "
+                f"{wants!r}, not {self.objective!r}; set objective: {wants} (or auto)"
             )
         m.args = LEARNERS.check_args(
             m.learner, m.args, injected=LEARNER_INJECTED, where="model.args"
