@@ -356,7 +356,9 @@ def test_support_order_as_declared(name: str, problem: str) -> None:
         b.support_x[rows, perms], b.support_y[rows, perms], b.query_x, b.query_y,
         *(getattr(b, f) for f in list(b.__dataclass_fields__)[4:]),
     ))  # fmt: skip
-    if cls.order_invariant:
+    # The built learner's own declaration: an option may change it (MatchingNet with fce).
+    assert isinstance(learner.order_invariant, bool)
+    if learner.order_invariant:
         torch.testing.assert_close(shuffled, out, rtol=1e-4, atol=1e-5)
     else:
         assert not torch.allclose(shuffled, out, rtol=1e-4, atol=1e-5), (

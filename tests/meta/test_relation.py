@@ -232,3 +232,16 @@ def test_bad_constructor_arguments_are_one_line_errors_before_the_run_folder(tmp
     assert main([*args, "model.encoder_args.pool=[true,false]", "--out", str(out)]) == 2
     assert "model.encoder_args: encoder 'conv4': Conv4: pool must list 4" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_objective_auto_trains_relation_scores_on_one_hot_mse():
+    # Found when merging: `objective: auto` picked cross-entropy for RelationNet, whose sigmoid
+    # scores the paper trains with MSE against one-hot labels; the recipes had to name it.
+    from manytask.config import load_config
+    from manytask.recipes import recipe_path
+
+    cfg = load_config(recipe_path("omniglot/relation-5w1s"), ["objective=auto"])
+    assert cfg.objective == "one_hot_mse"
+    assert load_config(recipe_path("omniglot/protonet-5w1s")).objective == "classification"
+    explicit = load_config(recipe_path("omniglot/relation-5w1s"), ["objective=classification"])
+    assert explicit.objective == "classification"

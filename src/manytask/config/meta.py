@@ -185,11 +185,9 @@ class MetaConfig:
         problem = source.problem
 
         # The objective must fit the data.
-        if self.objective == "auto":
-            self.objective = problem
-            if problem == "regression":  # the learner's own (a Gaussian head: gaussian_nll)
-                learner_cls = LEARNERS.get(self.model.learner)
-                self.objective = getattr(learner_cls, "regression_objective", "regression")
+        if self.objective == "auto":  # the learner's own for this problem (see MetaLearner)
+            learner_cls = LEARNERS.get(self.model.learner)
+            self.objective = getattr(learner_cls, f"{problem}_objective", problem)
         try:
             objective = get_objective(self.objective)
         except ValueError as exc:

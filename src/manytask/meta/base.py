@@ -94,6 +94,10 @@ class MetaLearner(nn.Module):
             ``"regression"`` (values ``[T, Q, out]``, the default) or ``"gaussian_nll"`` (a
             mean and a raw scale, ``[T, Q, 2*out]``, as neural processes predict). The config
             picks it for ``objective: auto`` and refuses an objective that does not fit.
+        classification_objective: the objective ``objective: auto`` picks on classification
+            data: ``"classification"`` (cross-entropy on logits, the default) or
+            ``"one_hot_mse"`` (scores regressed onto one-hot labels, as Relation Networks
+            train). A recipe may still name another one explicitly.
         tiny_args: constructor arguments of a small, fast instance, for the test battery and
             smoke runs (e.g. SNAIL's paper-sized attention and TC blocks shrunk); ``{}`` when
             the defaults are already small.
@@ -102,6 +106,7 @@ class MetaLearner(nn.Module):
     problems: ClassVar[tuple[Kind, ...]] = ("classification",)
     order_invariant: ClassVar[bool] = True
     regression_objective: ClassVar[str] = "regression"
+    classification_objective: ClassVar[str] = "classification"
     tiny_args: ClassVar[Mapping[str, Any]] = {}
 
     def forward(

@@ -38,7 +38,7 @@ query images of every task together (batch norm sees them together, as for Proto
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -179,6 +179,9 @@ class RelationNet(MetaLearner):
         >>> scores.shape, bool(((scores >= 0) & (scores <= 1)).all())
         (torch.Size([2, 15, 5]), True)
     """
+
+    # Trained as the paper does: relation scores regressed onto one-hot labels (eq. 3).
+    classification_objective: ClassVar[str] = "one_hot_mse"
 
     def __init__(
         self,
