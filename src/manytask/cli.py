@@ -4,6 +4,8 @@
 
     manytask run RECIPE [key=value ...] [--out DIR] [--quiet]
     manytask run --resume RUN_DIR
+    manytask run RECIPE --single-task [key=value ...] [--out DIR]
+    manytask compare RUN_DIR... [--baseline RUN_DIR...] [--delta-m libmtl|nash_mtl]
     manytask ls
     manytask validate [FILE ...]
     manytask data list|fetch|build|verify
@@ -77,9 +79,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"`manytask run {Path(args.resume) / 'config.yaml'} --out {args.out}`"
             )
         run = RunDir(args.resume)
-        cfg = load_config(run.read_config(), ["quiet=true"] if args.quiet else None)
-        with stop:
-            result = train(cfg, run, _context(cfg), resume=True, should_stop=stop)
+        from manytask.train.single import is_single_task_set, train_single_tasks
+
+        if is_single_task_set(run.path):
+            with stop:
+                result = train_single_tasks(None, run.path, resume=True, should_stop=stop)
+        else:
+            cfg = load_config(run.read_config(), ["quiet=true"] if args.quiet else None)
+            with stop:
+                result = train(cfg, run, _context(cfg), resume=True, should_stop=stop)
     else:
         if not args.recipe:
             raise UsageError("manytask run: give a RECIPE (see `manytask ls`) or --resume RUN_DIR")
@@ -97,13 +105,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"run folder: {out}", file=sys.stderr)
         run = RunDir(out)
-        with stop:
-            result = train(cfg, run, _context(cfg), should_stop=stop)
+        if args.single_task:
+            if getattr(cfg, "family", "meta") != "mtl":
+                raise UsageError(
+                    "--single-task trains each task of a multi-task recipe alone "
+                    f"(family: mtl); {recipe!r} is a {cfg.family!r} recipe"
+                )
+            from manytask.train.single import train_single_tasks
+
+            with stop:
+                result = train_single_tasks(cfg, out, _context(cfg), should_stop=stop)
+        else:
+            with stop:
+                result = train(cfg, run, _context(cfg), should_stop=stop)
     if result is None:
         print(f"stopped at a checkpoint; continue with `manytask run --resume {run.path}`")
         return 130
     print(result.summary())
     print(f"report: {result.run.path / 'report.md'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from manytask.train.compare import compare_runs, write_comparison
+
+    comparison = compare_runs(args.runs, args.baseline or (), args.delta_m)
+    print(comparison.markdown())
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_comparison(comparison, out)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 
 
@@ -190,6 +220,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["quiet=true"] if args.quiet else [])
     cfg = run_config(args.run_dir, overrides)
     score, summary, cfg = evaluate_run(args.run_dir, overrides, _context(cfg))
+    if getattr(cfg, "family", "meta") == "mtl":
+        from manytask.train.mtl import summary_line
+
+        print(f"{cfg.name}: {summary_line({'test': summary})}")
+        RunDir(args.run_dir).write_json(f"eval-test-seed{cfg.seed}.json", summary)
+        return 0
     shape = f"{summary['ways']}-way " if summary.get("ways") else ""
     print(f"{cfg.name}: {shape}{summary['shots']}-shot test {score}")
     e = cfg.eval
@@ -260,7 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
     r.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--single-task", action="store_true",
+        help="multi-task recipes: train the model on each task alone (OUT/NN-task/), the "
+        "baseline of Delta_m",
+    )  # fmt: skip
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser(
+        "compare", help="multi-task runs side by side: per-task table, bar chart, Delta_m"
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="runs differing only in seed pool")
+    c.add_argument(
+        "--baseline", nargs="+", metavar="RUN_DIR",
+        help="the reference of Delta_m: runs that together cover every task (e.g. a "
+        "--single-task set)",
+    )  # fmt: skip
+    c.add_argument("--delta-m", choices=["libmtl", "nash_mtl"], default="libmtl",
+                   help="libmtl: mean over tasks, higher is better (default); nash_mtl: mean "
+                   "over all metrics, lower is better")  # fmt: skip
+    c.add_argument("--out", metavar="DIR", help="where to write compare.md/.json/.png "
+                   "(default runs/compare-TIMESTAMP)")  # fmt: skip
+    c.set_defaults(func=_cmd_compare)
 
     ls = sub.add_parser("ls", help="list the shipped recipes")
     ls.set_defaults(func=_cmd_ls)

@@ -49,8 +49,9 @@ def _learner_state(run: RunDir) -> dict[str, Any]:
     if not weights.exists():
         raise FileNotFoundError(f"{run.path} has no trained weights yet (no checkpoints)")
     state = run.load_checkpoint(weights)
-    learner: dict[str, Any] = state.get("parts", state)["learner"]
-    return learner
+    parts: dict[str, Any] = state.get("parts", state)
+    # A meta-learning run saves its learner; a multi-task run its model and task specs.
+    return parts.get("learner", parts)
 
 
 def load_run(

@@ -40,8 +40,8 @@ def build_encoder(name: str, args: Mapping[str, Any], *, in_shape: Sequence[int]
             typed[key] = supplied[key]
     try:
         module: nn.Module = ENCODERS.get(name)(**typed)
-    except ValueError as exc:  # a constructor's check of its arguments: the user's to fix
-        raise ConfigError(f"model.encoder_args: {exc}") from None
+    except ValueError as exc:  # a constructor's check of its arguments: a user error
+        raise ConfigError(f"model.encoder_args: encoder {name!r}: {exc}") from exc
     return module
 
 
@@ -94,8 +94,8 @@ def build_learner(
             )
     try:
         module = LEARNERS.get(learner)(**typed)
-    except ValueError as exc:  # a constructor's check of its arguments: the user's to fix
-        raise ConfigError(f"model.args: {exc}") from None
+    except ValueError as exc:  # a constructor's check of its arguments: a user error
+        raise ConfigError(f"model.args: learner {learner!r}: {exc}") from exc
     return init_parameters(module, seed)
 
 

@@ -70,31 +70,40 @@ class Window:
     """Running sums of named scalars between two log lines (a stateful part).
 
     Values are added as tensors and summed on their device, so logging forces no device sync
-    until a line is written.
+    until a line is written. Each name is averaged over the steps that reported it (a
+    multi-task step that samples tasks reports a task's loss only when the task was drawn).
     """
 
     def __init__(self) -> None:
         self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def add(self, values: Mapping[str, Tensor]) -> None:
         for k, v in values.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
+        return {k: float(v) / max(1, self.counts.get(k, self.count)) for k, v in self.sums.items()}
 
     def reset(self) -> None:
-        self.sums, self.count = {}, 0
+        self.sums, self.counts, self.count = {}, {}, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "counts": dict(self.counts),
+            "count": self.count,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.sums = {k: torch.as_tensor(v) for k, v in state["sums"].items()}
         self.count = int(state["count"])
+        # Checkpoints from before per-name counts: every name was reported at every step.
+        self.counts = {k: int(state.get("counts", {}).get(k, self.count)) for k in self.sums}
 
 
 def save_state(run: RunDir, parts: Mapping[str, Stateful]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from manytask.train.rundir import RunDir
 
-__all__ = ["figure_png", "write_report"]
+__all__ = ["figure_png", "write_mtl_report", "write_report"]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -102,6 +102,27 @@ def _protocol(test: dict[str, Any]) -> str:
     return f"{test['shots']}-shot"
 
 
+def _breakdown_lines(test: dict[str, Any]) -> list[str]:
+    """A table of the objective's extra metrics (e.g. accuracy by instance number), if any."""
+    extra = test.get("breakdown") or {}
+    if not extra:
+        return []
+    lines = [
+        f"## Test {test['label']}, broken down",
+        "",
+        "| part | mean | 95% CI | tasks |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def natural(name: str) -> tuple[str, int]:  # instance_2 before instance_10
+        stem, _, num = name.rpartition("_")
+        return (stem, int(num)) if num.isdigit() else (name, -1)
+
+    for name, v in sorted(extra.items(), key=lambda kv: natural(kv[0])):
+        lines.append(f"| {name} | {v['mean']:.4g} | ± {v['ci95']:.2g} | {v['tasks']} |")
+    return [*lines, ""]
+
+
 def write_report(run: RunDir) -> Any:
     """Write ``report.md`` (and ``learning_curves.png``, ``test_metric.png``) into ``run``."""
     cfg = run.read_config()
@@ -132,12 +153,223 @@ def write_report(run: RunDir) -> Any:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     run.write_bytes("test_metric.png", _plot_test(per_task, test, title))
     lines += [f"## Test {test['label']}", "", "![test metric](test_metric.png)", ""]
+    lines += _breakdown_lines(test)
     lines += [
         "## Reproduce",
         "",
         "```",
         f"manytask run {run.path / 'config.yaml'} --out NEW_RUN_DIR",
         f"manytask eval {run.path}",
+        "```",
+        "",
+    ]
+    return run.write_bytes("report.md", "\n".join(lines).encode())
+
+
+# --- multi-task runs ----------------------------------------------------------------------------
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def _plot_task_curves(records: list[dict[str, Any]], results: dict[str, Any]) -> bytes | None:
+    """Per-task learning curves: training loss per task, validation headline metric per task."""
+    train = [r for r in records if r.get("split") == "train"]
+    val = [r for r in records if r.get("split") == "val"]
+    if not train:
+        return None
+    tasks = results["tasks"]
+    many = len(tasks) > 10
+    fig = _figure(11, 4.0)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    for t in tasks:
+        pts = [(r["step"], r[f"loss/{t}"]) for r in train if f"loss/{t}" in r]
+        if pts:
+            ax_loss.plot(*zip(*pts, strict=True), lw=0.7 if many else 1.2,
+                         alpha=0.5 if many else 1.0, label=None if many else t)  # fmt: skip
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss of each task")
+    if all(r.get(f"loss/{t}", 1) > 0 for r in train for t in tasks):
+        ax_loss.set_yscale("log")
+    ax_loss.grid(alpha=0.3)
+    if val:
+        for t in tasks:
+            metric = results["headline"][t]
+            pts = [(r["step"], r[f"{t}/{metric}"]) for r in val if f"{t}/{metric}" in r]
+            if pts:
+                ax_val.plot(*zip(*pts, strict=True), marker="" if many else "o",
+                            lw=0.7 if many else 1.2, alpha=0.5 if many else 1.0,
+                            label=None if many else f"{t} ({metric})")  # fmt: skip
+        metrics = sorted({results["headline"][t] for t in tasks})
+        if len(metrics) == 1 and any(f"mean/{metrics[0]}" in r for r in val):
+            pts = [(r["step"], r[f"mean/{metrics[0]}"]) for r in val if f"mean/{metrics[0]}" in r]
+            ax_val.plot(*zip(*pts, strict=True), color="black", lw=2.5, label="mean over tasks")
+        ax_val.set_ylabel("validation " + " / ".join(metrics))
+    else:
+        ax_val.text(0.5, 0.5, "no validation during training\n(train.val_every=0)",
+                    ha="center", va="center", transform=ax_val.transAxes)  # fmt: skip
+    ax_val.set_xlabel("step")
+    ax_val.grid(alpha=0.3)
+    for ax in (ax_loss, ax_val):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _plot_task_bars(results: dict[str, Any]) -> bytes:
+    """Each task's test headline metric (grouped by metric), with the mean over tasks."""
+    tasks = results["tasks"]
+    per_task = results["test"]["per_task"]
+    groups: dict[str, list[str]] = {}
+    for t in tasks:
+        groups.setdefault(results["headline"][t], []).append(t)
+    width = max(6.0, min(40.0, 0.25 * len(tasks) + 3))
+    fig = _figure(width, 3.2 * len(groups))
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for ax, (metric, names) in zip(axes, groups.items(), strict=True):
+        vals = [per_task[t].get(metric, math.nan) for t in names]
+        ax.bar(range(len(names)), vals, color="tab:green")
+        s = results["test"]["summary"].get(metric)
+        if s:
+            ax.axhline(s["mean"], color="black", lw=1, ls="--", label=f"mean {s['mean']:.4g}")
+            ax.legend(loc="best", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=60 if len(names) > 6 else 0,
+                      ha="right" if len(names) > 6 else "center", fontsize=7)  # fmt: skip
+        hib = results["metrics"][metric]["higher_is_better"]
+        ax.set_ylabel(f"test {metric} ({'higher' if hib else 'lower'} is better)")
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _gradient_conflict_section(
+    run: RunDir, records: list[dict[str, Any]], results: dict[str, Any]
+) -> list[str]:
+    """Heatmap of the mean pairwise cosine of the task gradients, and its curve over training
+    (gradient methods record both; see manytask.mtl.diagnostics.conflict)."""
+    conflict = results.get("gradient_conflict")
+    if not conflict:
+        return []
+    import torch
+
+    from manytask.mtl.diagnostics import conflict_curve, conflict_heatmap, png
+
+    cos = torch.tensor(
+        [[math.nan if v is None else v for v in row] for row in conflict["mean_cosine"]]
+    )
+    run.write_bytes("gradient_conflict.png", png(conflict_heatmap(cos, conflict["tasks"])))
+    k = cos.shape[0]
+    off = [float(cos[i, j]) for i in range(k) for j in range(k) if i != j]
+    off = [v for v in off if v == v]
+    lines = [
+        "## Gradient conflict",
+        "",
+        "Mean cosine similarity of the task gradients on the shared parameters over training "
+        "(negative: the tasks pull the shared parameters apart).",
+    ]
+    if off:
+        worst = min(
+            ((i, j) for i in range(k) for j in range(i + 1, k) if cos[i, j] == cos[i, j]),
+            key=lambda ij: float(cos[ij[0], ij[1]]),
+            default=None,
+        )
+        lines.append(
+            f"Mean over pairs {sum(off) / len(off):+.3f}; {sum(v < 0 for v in off) // 2} of "
+            f"{len(off) // 2} pairs trained together conflict on average"
+            + (
+                f"; most conflicting: {conflict['tasks'][worst[0]]} / "
+                f"{conflict['tasks'][worst[1]]} ({float(cos[worst[0], worst[1]]):+.3f})."
+                if worst
+                else "."
+            )
+        )
+    lines += ["", "![gradient conflict heatmap](gradient_conflict.png)", ""]
+    train = [r for r in records if r.get("split") == "train" and "grad_cosine" in r]
+    if train:
+        fig = conflict_curve(
+            [int(r["step"]) for r in train],
+            [float(r["grad_cosine"]) for r in train],
+            [float(r.get("grad_conflict", math.nan)) for r in train],
+        )
+        run.write_bytes("gradient_conflict_curve.png", png(fig))
+        lines += ["![gradient conflict over training](gradient_conflict_curve.png)", ""]
+    return lines
+
+
+def write_mtl_report(run: RunDir) -> Any:
+    """Write a multi-task run's ``report.md`` with ``task_curves.png`` and ``task_metrics.png``."""
+    cfg = run.read_config()
+    records = list(run.metrics())
+    results = run.read_json("results.json")
+    test = results["test"]
+    val = results.get("val")
+    tasks = results["tasks"]
+    metrics: list[str] = []
+    for t in tasks:
+        metrics += [m for m in results["task_metrics"][t] if m not in metrics]
+    arrows = {m: "↑" if results["metrics"][m]["higher_is_better"] else "↓" for m in metrics}
+    p = results["parameters"]
+    lines = [
+        f"# {cfg.get('name', run.path.name)}",
+        "",
+        cfg.get("description", "") or "",
+        "",
+        f"Data `{results['dataset']}`, {len(tasks)} task(s); model `{results['model']}` over "
+        f"`{results['backbone']}`; method `{results['method']['repr']}`; "
+        f"{results['train_steps']} steps in {results['train_seconds']:.0f} s on "
+        f"{results['device']}; seed {results['seed']}. Parameters: {p['shared']:,} shared, "
+        f"{p['total'] - p['shared']:,} task-specific, {p['total']:,} in all.",
+        "",
+        "## Mean over tasks (test)",
+        "",
+        "| metric | mean | 95% CI over tasks | tasks |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for m, s in test["summary"].items():
+        lines.append(f"| {m} {arrows[m]} | {s['mean']:.4g} | ± {s['ci95']:.2g} | {s['tasks']} |")
+    for m, v in test.get("label_set", {}).items():
+        lines.append(f"| {m} (over the label set) | {v:.4g} | | {len(tasks)} |")
+    if "delta_m" in results:
+        d = results["delta_m"]
+        better = "higher" if d["higher_is_better"] else "lower"
+        sources = sorted({s for v in d["baseline"].values() for s in v})
+        lines += [
+            "",
+            f"**Delta_m = {d['value']:+.2f}%** ({d['definition']}, {better} is better) against "
+            f"the baseline runs {', '.join(sources)}.",
+        ]
+    head = "| task | " + " | ".join(f"test {m} {arrows[m]}" for m in metrics)
+    if val:
+        head += " | " + " | ".join(f"val {m}" for m in metrics)
+    head += " | examples (test) | parameters (task) |"
+    if "delta_m" in results:
+        head += " Delta_m % |"
+    ncols = head.count("|") - 1
+    lines += ["", "## Per task", "", head, "|" + " --- |" * ncols]
+    for t in tasks:
+        row = f"| {t} | " + " | ".join(_fmt(test["per_task"].get(t, {}).get(m)) for m in metrics)
+        if val:
+            row += " | " + " | ".join(_fmt(val["per_task"].get(t, {}).get(m)) for m in metrics)
+        row += f" | {test['examples'].get(t, 0)} | {p['per_task'][t]:,} |"
+        if "delta_m" in results:
+            row += f" {results['delta_m']['per_task'].get(t, math.nan):+.2f} |"
+        lines.append(row)
+    lines.append("")
+    curves = _plot_task_curves(records, results)
+    if curves is not None:
+        run.write_bytes("task_curves.png", curves)
+        lines += ["## Learning curves", "", "![per-task learning curves](task_curves.png)", ""]
+    run.write_bytes("task_metrics.png", _plot_task_bars(results))
+    lines += ["## Test metric of each task", "", "![per-task test metrics](task_metrics.png)", ""]
+    lines += _gradient_conflict_section(run, records, results)
+    lines += [
+        "## Reproduce",
+        "",
+        "```",
+        f"manytask run {run.path / 'config.yaml'} --out NEW_RUN_DIR",
+        f"manytask compare {run.path} NEW_RUN_DIR",
         "```",
         "",
     ]
