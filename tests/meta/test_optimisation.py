@@ -374,7 +374,8 @@ def test_an_impossible_combination_of_arguments_is_a_config_error():
     from manytask.train.build import build_learner
     from manytask.typed import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model.args: learner 'maml': batch_norm='support' needs"):
+    message = r"model.args: learner 'maml': batch_norm='support' needs"
+    with pytest.raises(ConfigError, match=message):
         build_learner("maml", {"backend": "loop", "batch_norm": "support"}, "conv4",
                       {"hidden": 4}, in_shape=(1, 28, 28), ways=5)  # fmt: skip
 
