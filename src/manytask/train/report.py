@@ -78,15 +78,18 @@ def _plot_test(per_task: list[float], test: dict[str, Any], title: str) -> bytes
     ax_bar, ax_hist = fig.subplots(1, 2)
     ax_bar.bar([0], [mean], yerr=[ci95], capsize=8, color="tab:green", width=0.5)
     ax_bar.set_xticks([0], [title])
-    pad = max(ci95, 0.5 if test.get("label", "").endswith("(%)") else abs(mean) * 0.02)
-    low = mean - 10 * pad
-    if test.get("label", "").endswith("(%)"):
-        ax_bar.set_ylim(max(0.0, low), min(100.0, mean + 5 * pad))
-    else:
-        ax_bar.set_ylim(max(0.0, low), mean + 5 * pad)
+    if math.isfinite(mean) and math.isfinite(ci95):  # a diverged evaluation still gets a report
+        pad = max(ci95, 0.5 if test.get("label", "").endswith("(%)") else abs(mean) * 0.02)
+        low = mean - 10 * pad
+        if test.get("label", "").endswith("(%)"):
+            ax_bar.set_ylim(max(0.0, low), min(100.0, mean + 5 * pad))
+        else:
+            ax_bar.set_ylim(max(0.0, low), mean + 5 * pad)
+        ax_bar.text(0.05, mean, f" {mean:.4g} ± {ci95:.2g}", ha="left", va="bottom")
     ax_bar.set_ylabel(f"test {label} with 95% CI")
-    ax_bar.text(0.05, mean, f" {mean:.4g} ± {ci95:.2g}", ha="left", va="bottom")
-    ax_hist.hist(per_task, bins=20, color="tab:gray")
+    finite = [v for v in per_task if math.isfinite(v)]
+    if finite:
+        ax_hist.hist(finite, bins=20, color="tab:gray")
     ax_hist.set_xlabel(f"{label} of one test task")
     ax_hist.set_ylabel("tasks")
     fig.tight_layout()
