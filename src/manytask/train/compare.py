@@ -60,6 +60,8 @@ def seed_ci95(values: Sequence[float]) -> tuple[float, float]:
     if n == 1:
         return mean, 0.0
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    if std <= 1e-12 * max(1.0, abs(mean)):  # identical values up to rounding
+        std = 0.0
     t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
     return mean, t * std / math.sqrt(n)
 
