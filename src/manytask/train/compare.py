@@ -329,8 +329,11 @@ def compare_runs(
         key = _group_key(p, results)
         if key not in columns:
             label = results["name"]
-            if any(c.label == label for c in columns.values()):
-                label = f"{label} [{Path(p).name}]"
+            taken = {c.label for c in columns.values()}
+            if label in taken:  # same recipe name: tell the columns apart by model, then folder
+                label = f"{results['name']} [{results['model']}]"
+            if label in taken:
+                label = f"{results['name']} [{Path(p).name}]"
             columns[key] = Column(label)
         columns[key].runs.append(str(p))
         columns[key].results.append(results)
