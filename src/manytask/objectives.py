@@ -12,6 +12,8 @@ name               predictions                training loss               metric
 ``one_hot_mse``    scores ``[T, M, N]``       MSE against one-hot labels  accuracy (%)
 ``gaussian_nll``   ``[T, M, 2*out]``          Gaussian negative           MSE of the
                    (mean, raw scale)          log-likelihood              mean (lower)
+``instance_        logits ``[T, L, N]``       cross-entropy               accuracy (%), and
+accuracy``         (a sequence)                                           by instance number
 =================  =========================  ==========================  ==============
 
 ``one_hot_mse`` is the loss of Relation Networks (Sung et al. 2018, eq. 3): relation scores in
@@ -19,6 +21,12 @@ name               predictions                training loss               metric
 Processes (Garnelo et al. 2018, eq. 4): the predicted mean and variance of a Gaussian; the
 variance is ``0.1 + 0.9 * softplus(raw)``, the bounded parameterisation of that paper's code,
 so it cannot collapse to zero early in training.
+
+``instance_accuracy`` is the protocol of Santoro et al. (2016, Table 1): every step of a
+sequence is predicted, and accuracy is also reported by *instance number*, i.e. at the 1st,
+2nd, ... presentation of a class within the sequence (:meth:`Objective.breakdown`). An
+objective's breakdown is a set of extra per-task metrics that evaluation reports beside the
+main one (mean and 95% CI each), in ``results.json`` and the report.
 
 Example:
     >>> import torch
@@ -43,11 +51,13 @@ from torch import Tensor
 __all__ = [
     "Classification",
     "GaussianNLL",
+    "InstanceAccuracy",
     "Objective",
     "OneHotMSE",
     "Problem",
     "Regression",
     "get_objective",
+    "instance_numbers",
     "objective_names",
 ]
 
@@ -84,6 +94,14 @@ class Objective:
     def point_prediction(self, pred: Tensor) -> Tensor:
         """What a user reads as the prediction: class scores, or predicted values."""
         return pred
+
+    def breakdown(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Extra per-task metrics reported beside the main one: ``{name: [T]}``.
+
+        A task without a value for one of them holds NaN there (it is left out of that
+        metric's mean). The default is none.
+        """
+        return {}
 
     def format(self, mean: float, ci95: float) -> str:
         """``"98.07 +- 0.28%"`` or ``"MSE 0.530 +- 0.040"``."""
@@ -170,6 +188,46 @@ class Regression(Objective):
         return (pred.float() - target.float()).pow(2).mean(dim=(1, 2))
 
 
+def instance_numbers(labels: Tensor, classes: int | None = None) -> Tensor:
+    """Which presentation of its class each step is: ``[T, L]`` labels -> ``[T, L]`` (1-based).
+
+    ``classes`` (labels lie in ``0..classes-1``) avoids reading the labels' maximum, a device
+    sync.
+
+    Example:
+        >>> instance_numbers(torch.tensor([[2, 0, 2, 2, 0]])).tolist()
+        [[1, 1, 2, 3, 2]]
+    """
+    if labels.dim() != 2 or labels.is_floating_point():
+        raise ValueError(f"instance_numbers needs integer labels [T, L], got {labels.shape}")
+    if classes is None:
+        classes = int(labels.max()) + 1 if labels.numel() else 1
+    seen = torch.zeros(*labels.shape, classes, dtype=torch.long, device=labels.device)
+    seen.scatter_(-1, labels.unsqueeze(-1), 1)
+    return seen.cumsum(1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+class InstanceAccuracy(Classification):
+    """Cross-entropy on every step of a sequence; accuracy overall and by instance number.
+
+    The breakdown ``instance_k`` (``k = 1..10``) of a task is the accuracy (%) over the steps
+    that show a class for the ``k``-th time (NaN when no class is shown ``k`` times).
+    """
+
+    name = "instance_accuracy"
+    instances: ClassVar[tuple[int, ...]] = tuple(range(1, 11))
+
+    def breakdown(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        _check_labels(pred, target)
+        correct = (pred.argmax(-1) == target).float()
+        number = instance_numbers(target, pred.shape[-1])
+        out = {}
+        for k in self.instances:
+            mask = (number == k).float()
+            out[f"instance_{k}"] = 100.0 * (correct * mask).sum(1) / mask.sum(1)
+        return out
+
+
 def gaussian_params(pred: Tensor) -> tuple[Tensor, Tensor]:
     """Split ``[..., 2*out]`` into the mean and the variance ``(0.1 + 0.9 softplus(raw))^2``."""
     mean, raw = pred.float().chunk(2, dim=-1)
@@ -202,7 +260,7 @@ class GaussianNLL(Regression):
 
 
 _OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (Classification, Regression, OneHotMSE, GaussianNLL)
+    cls.name: cls for cls in (Classification, Regression, OneHotMSE, GaussianNLL, InstanceAccuracy)
 }
 
 

@@ -187,15 +187,40 @@ MTL_METHODS = Registry("multi-task method", "method.name")
 
 # --- the registry lines ----------------------------------------------------------------------
 LEARNERS.add("protonet", "manytask.meta.protonet:ProtoNet")
+LEARNERS.add("mann", "manytask.meta.mann:MANN")
+LEARNERS.add("matchingnet", "manytask.meta.matching:MatchingNet")
+LEARNERS.add("relationnet", "manytask.meta.relation:RelationNet")
+LEARNERS.add("cnp", "manytask.meta.cnp:CNP")
+LEARNERS.add("snail", "manytask.meta.snail:SNAIL")
 
 ENCODERS.add("conv4", "manytask.nn.conv4:Conv4")
 ENCODERS.add("mlp", "manytask.nn.backbones:MLP")
 ENCODERS.add("flatten", "manytask.nn.mlp:Flatten")
 
 TASKS.add("omniglot", "manytask.data.omniglot_tasks:OmniglotTasks")
+TASKS.add("sinusoid", "manytask.data.sinusoid:SinusoidTasks")
+TASKS.add("omniglot_sequences", "manytask.data.omniglot_sequences:OmniglotSequences")
 
 FAMILIES.add("meta", "manytask.config.meta:MetaConfig")
 FAMILIES.add("mtl", "manytask.config.mtl:MTLConfig")
 
 MTL_METHODS.add("fixed", "manytask.mtl.fixed:FixedWeights")
 MTL_METHODS.add("minmax", "manytask.mtl.minmax:MinMax")
+
+# Gradient aggregators (per-task gradients -> one direction) and loss weightings (issue 9).
+MTL_METHODS.add("mean", "manytask.mtl.gradient_methods:MeanMethod")
+MTL_METHODS.add("mgda", "manytask.mtl.gradient_methods:MGDAMethod")
+MTL_METHODS.add("mgda_ub", "manytask.mtl.gradient_methods:MGDAUBMethod")
+MTL_METHODS.add("pcgrad", "manytask.mtl.gradient_methods:PCGradMethod")
+MTL_METHODS.add("graddrop", "manytask.mtl.gradient_methods:GradDropMethod")
+MTL_METHODS.add("cagrad", "manytask.mtl.gradient_methods:CAGradMethod")
+MTL_METHODS.add("gradvac", "manytask.mtl.gradient_methods:GradVacMethod")
+MTL_METHODS.add("imtl_g", "manytask.mtl.gradient_methods:IMTLGMethod")
+MTL_METHODS.add("nash_mtl", "manytask.mtl.gradient_methods:NashMTLMethod")
+MTL_METHODS.add("aligned_mtl", "manytask.mtl.gradient_methods:AlignedMTLMethod")
+MTL_METHODS.add("upgrad", "manytask.mtl.gradient_methods:UPGradMethod")
+MTL_METHODS.add("uncertainty", "manytask.mtl.weightings.uncertainty:UncertaintyWeighting")
+MTL_METHODS.add("gradnorm", "manytask.mtl.weightings.gradnorm:GradNorm")
+MTL_METHODS.add("dwa", "manytask.mtl.weightings.dwa:DWA")
+MTL_METHODS.add("rlw", "manytask.mtl.weightings.rlw:RLW")
+MTL_METHODS.add("famo", "manytask.mtl.weightings.famo:FAMO")

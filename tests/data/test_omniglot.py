@@ -441,3 +441,15 @@ def test_failed_download_leaves_nothing(
 def test_unknown_archive_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="images_background_small1"):
         fetch_omniglot(tmp_path, names=["images_foo"])
+
+
+def test_decoding_progress_is_plain_lines_when_output_is_not_a_terminal(
+    synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by hand: `manytask run ... > log` wrote the decoding bar's carriage-return updates
+    # into the log (the run's own bars already printed plain lines; the data layer used tqdm).
+    load_omniglot(14, data_dir=synthetic, cache_dir=tmp_path / "cache", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines and all(line.startswith("decoding Omniglot") for line in lines)

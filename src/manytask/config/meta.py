@@ -185,8 +185,9 @@ class MetaConfig:
         problem = source.problem
 
         # The objective must fit the data.
-        if self.objective == "auto":
-            self.objective = problem
+        if self.objective == "auto":  # the learner's own for this problem (see MetaLearner)
+            learner_cls = LEARNERS.get(self.model.learner)
+            self.objective = getattr(learner_cls, f"{problem}_objective", problem)
         try:
             objective = get_objective(self.objective)
         except ValueError as exc:
@@ -205,9 +206,26 @@ class MetaConfig:
                 f"model.learner: {m.learner!r} does not do {problem} (it does "
                 f"{', '.join(cls.problems)}); pick another learner or data set"
             )
+        wants = getattr(cls, "regression_objective", "regression")
+        if problem == "regression" and self.objective != wants:
+            raise ConfigError(
+                f"objective: learner {m.learner!r} makes predictions for the objective "
+                f"{wants!r}, not {self.objective!r}; set objective: {wants} (or auto)"
+            )
         m.args = LEARNERS.check_args(
             m.learner, m.args, injected=LEARNER_INJECTED, where="model.args"
         )
+        if getattr(source, "layout", "episodes") == "sequence" and m.args.get("protocol") != (
+            "online"
+        ):
+            # The query set of a sequence episode is its support set: only a learner that
+            # predicts each step from the steps before it may see one.
+            raise ConfigError(
+                f"model.args.protocol: data {dataset!r} delivers sequences whose query set is "
+                "the support sequence itself, so a learner must read them online (each step "
+                "predicted from the steps before it); use a learner with protocol: online "
+                "(learner: mann, args: {protocol: online})"
+            )
         if LEARNERS.takes(m.learner, "encoder"):
             if m.encoder is None:
                 raise ConfigError(

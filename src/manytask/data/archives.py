@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from manytask.progress import progress_bar
 
 __all__ = [
     "ArchiveError",
@@ -180,12 +180,12 @@ def download_file(
                 received = 0
                 with (
                     open(tmp, "wb") as out,
-                    tqdm(
+                    progress_bar(
                         total=total,
                         unit="B",
                         unit_scale=True,
                         desc=dest.name,
-                        disable=not progress,
+                        enabled=progress,
                         leave=False,
                     ) as bar,
                 ):

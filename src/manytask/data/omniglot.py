@@ -57,7 +57,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from manytask.data.archives import (
     ArchiveError,
@@ -70,6 +69,7 @@ from manytask.data.paths import cache_dir as resolve_cache_dir
 from manytask.data.paths import data_dir as resolve_data_dir
 from manytask.data.sources import FileSet, RemoteFile, source_key
 from manytask.data.store import ImageStore
+from manytask.progress import progress_bar
 
 __all__ = [
     "OMNIGLOT_ARCHIVES",
@@ -378,8 +378,8 @@ def _decode_archives(
             evaluation.update(part)
     names = sorted(classes)
     images = np.empty((len(names), NUM_DRAWERS, image_size, image_size), dtype=np.uint8)
-    with tqdm(
-        total=len(names) * NUM_DRAWERS, desc="decoding Omniglot", unit="img", disable=not progress
+    with progress_bar(
+        total=len(names) * NUM_DRAWERS, desc="decoding Omniglot", unit="img", enabled=progress
     ) as bar:
         for c, key in enumerate(names):
             for i, (_, data) in enumerate(classes[key]):

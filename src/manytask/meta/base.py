@@ -25,7 +25,8 @@ gradients and the optimiser steps.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -89,10 +90,24 @@ class MetaLearner(nn.Module):
             set) are invariant; sequence learners (MANN, SNAIL) read the support set as a
             sequence and set this to False (their docstring says how the order matters). The
             test battery checks the declared behaviour.
+        regression_objective: the objective its regression predictions are made for:
+            ``"regression"`` (values ``[T, Q, out]``, the default) or ``"gaussian_nll"`` (a
+            mean and a raw scale, ``[T, Q, 2*out]``, as neural processes predict). The config
+            picks it for ``objective: auto`` and refuses an objective that does not fit.
+        classification_objective: the objective ``objective: auto`` picks on classification
+            data: ``"classification"`` (cross-entropy on logits, the default) or
+            ``"one_hot_mse"`` (scores regressed onto one-hot labels, as Relation Networks
+            train). A recipe may still name another one explicitly.
+        tiny_args: constructor arguments of a small, fast instance, for the test battery and
+            smoke runs (e.g. SNAIL's paper-sized attention and TC blocks shrunk); ``{}`` when
+            the defaults are already small.
     """
 
     problems: ClassVar[tuple[Kind, ...]] = ("classification",)
     order_invariant: ClassVar[bool] = True
+    regression_objective: ClassVar[str] = "regression"
+    classification_objective: ClassVar[str] = "classification"
+    tiny_args: ClassVar[Mapping[str, Any]] = {}
 
     def forward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None

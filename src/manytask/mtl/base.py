@@ -17,6 +17,7 @@ method by the trainer)::
         losses = per_task_losses(...)                   # [k] with graph, tasks info.tasks
         optimizer.zero_grad(set_to_none=True)           # every .grad is None on entry
         logs, state = method.backward(losses, model, state, info)   # fills .grad
+        # (the forward pass of `losses` runs inside method.forward_context(model, segments))
         optimizer.step()
         if method.needs_losses_after_step:              # e.g. FAMO
             state = method.after_step(new_losses, state, info)   # same batch, after the step
@@ -66,6 +67,7 @@ Two kinds of method fit the base classes here:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -164,6 +166,18 @@ class MTLMethod:
         """Update the state from the losses ``[k]`` (no graph) of the same batch after the
         optimiser step; called only when :attr:`needs_losses_after_step` is set."""
         return state
+
+    def forward_context(
+        self, model: Any, segments: Sequence[int] | None
+    ) -> contextlib.AbstractContextManager[Any]:
+        """A context the trainer runs the step's forward pass in (default: nothing).
+
+        Gradient methods capture the shared layers' inputs there, so that :meth:`backward` gets
+        every task's gradient from one backward pass (:class:`manytask.mtl.jacobian.
+        TaskCapture`). ``segments``: the rows of each task's mini-batch in the concatenated
+        batch, in the order of the losses; ``None`` when the tasks share their inputs.
+        """
+        return contextlib.nullcontext()
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments that define the method (shown by ``repr``)."""

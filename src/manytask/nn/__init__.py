@@ -27,7 +27,7 @@ from manytask.nn.descriptors import (
     text_descriptors,
 )
 from manytask.nn.init import init_parameters
-from manytask.nn.mlp import Flatten, output_features
+from manytask.nn.mlp import Flatten, output_features, output_shape
 from manytask.nn.tasks import TaskLike
 from manytask.nn.text_encoders import (
     TEXT_ENCODERS,
@@ -71,6 +71,7 @@ __all__ = [
     "metadata_descriptors",
     "one_hot_descriptors",
     "output_features",
+    "output_shape",
     "stages_of",
     "task_descriptors",
     "text_descriptors",

@@ -1,5 +1,6 @@
 """Encoders without stages: :class:`Flatten` (raw pixels as features, as the MANN of the CS330
-homework reads 28x28 images), and :func:`output_features`, the width of any encoder's output.
+homework reads 28x28 images); :func:`output_features`, the width of any encoder's output, and
+:func:`output_shape`, the per-example shape of its output (feature maps included).
 The MLP lives in :mod:`manytask.nn.backbones`."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Flatten", "output_features"]
+__all__ = ["Flatten", "output_features", "output_shape"]
 
 
 class Flatten(nn.Module):
@@ -39,11 +40,34 @@ class Flatten(nn.Module):
 
 
 @torch.no_grad()
+def output_shape(encoder: nn.Module, in_shape: Sequence[int]) -> tuple[int, ...]:
+    """The per-example shape of ``encoder``'s output for inputs of ``in_shape``.
+
+    Runs two zero inputs through it in eval mode (batch-norm statistics are not touched) and
+    restores its mode. ``(D,)`` for an embedding, ``(C, H, W)`` for feature maps.
+
+    Example:
+        >>> from manytask.nn import Conv4
+        >>> maps = Conv4(hidden=8, pool=(True, True, False, False), flatten=False)
+        >>> output_shape(maps, (1, 28, 28))
+        (8, 7, 7)
+    """
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        out = encoder(torch.zeros(2, *in_shape, device=device))
+    finally:
+        encoder.train(was_training)
+    return tuple(int(s) for s in out.shape[1:])
+
+
 def output_features(encoder: nn.Module, in_shape: Sequence[int]) -> int:
     """The width ``D`` of ``encoder``'s output ``[B, D]`` for inputs of ``in_shape``.
 
-    Uses the encoder's ``out_features`` attribute when it has one, else runs two zero inputs
-    through it in eval mode (batch-norm statistics are not touched) and restores its mode.
+    Uses the encoder's ``out_features`` attribute when it has one, else
+    :func:`output_shape` (zero inputs in eval mode; batch-norm statistics are not touched).
 
     Example:
         >>> from manytask.nn import Conv4
@@ -53,14 +77,7 @@ def output_features(encoder: nn.Module, in_shape: Sequence[int]) -> int:
     width = getattr(encoder, "out_features", None)
     if isinstance(width, int):
         return width
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        param = next(encoder.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        out = encoder(torch.zeros(2, *in_shape, device=device))
-    finally:
-        encoder.train(was_training)
-    if out.dim() != 2:
-        raise ValueError(f"an encoder must return [B, D], got {tuple(out.shape)}")
-    return int(out.shape[1])
+    shape = output_shape(encoder, in_shape)
+    if len(shape) != 1:
+        raise ValueError(f"an encoder must return [B, D], got [B, {', '.join(map(str, shape))}]")
+    return shape[0]

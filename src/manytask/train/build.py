@@ -38,7 +38,10 @@ def build_encoder(name: str, args: Mapping[str, Any], *, in_shape: Sequence[int]
     for key in _ENCODER_INJECTED:
         if ENCODERS.takes(name, key):
             typed[key] = supplied[key]
-    module: nn.Module = ENCODERS.get(name)(**typed)
+    try:
+        module: nn.Module = ENCODERS.get(name)(**typed)
+    except ValueError as exc:  # a constructor's check of its arguments: a user error
+        raise ConfigError(f"model.encoder_args: encoder {name!r}: {exc}") from exc
     return module
 
 
@@ -89,7 +92,10 @@ def build_learner(
             raise ConfigError(
                 f"learner {learner!r} needs {arg.name!r}, which this problem does not have"
             )
-    module = LEARNERS.get(learner)(**typed)
+    try:
+        module = LEARNERS.get(learner)(**typed)
+    except ValueError as exc:  # a constructor's check of its arguments: a user error
+        raise ConfigError(f"model.args: learner {learner!r}: {exc}") from exc
     return init_parameters(module, seed)
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from manytask.objectives import Objective, get_objective
-from manytask.train.progress import progress_bar
+from manytask.progress import progress_bar
 
 __all__ = ["Score", "TaskScores", "evaluate", "evaluate_tasks", "mean_ci95"]
 
@@ -33,6 +33,8 @@ class Score:
         label: how reports name the metric (``"accuracy (%)"``).
         higher_is_better: the metric's direction.
         unit: ``"%"`` or ``""``.
+        breakdown: the objective's extra metrics (:meth:`Objective.breakdown`), each
+            ``{"mean", "ci95", "std", "tasks"}`` over the tasks that have a value.
     """
 
     metric: str
@@ -44,11 +46,23 @@ class Score:
     label: str = ""
     higher_is_better: bool = True
     unit: str = ""
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, values: Sequence[float], objective: Objective) -> Score:
-        """The score of per-task ``values`` of ``objective``'s metric."""
+    def of(
+        cls,
+        values: Sequence[float],
+        objective: Objective,
+        breakdown: Mapping[str, Sequence[float]] | None = None,
+    ) -> Score:
+        """The score of per-task ``values`` of ``objective``'s metric (and its breakdown)."""
         mean, ci, std = mean_ci95(values)
+        extra: dict[str, dict[str, float]] = {}
+        for name, vals in (breakdown or {}).items():
+            kept = [float(v) for v in vals if not math.isnan(float(v))]
+            if kept:
+                m, c, s = mean_ci95(kept)
+                extra[name] = {"mean": m, "ci95": c, "std": s, "tasks": len(kept)}
         return cls(
             metric=objective.metric,
             mean=mean,
@@ -59,6 +73,7 @@ class Score:
             label=objective.metric_label,
             higher_is_better=objective.higher_is_better,
             unit=objective.unit,
+            breakdown=extra,
         )
 
     def __str__(self) -> str:
@@ -70,6 +85,7 @@ class Score:
 
     def as_dict(self) -> dict[str, Any]:
         """The summary (no per-task values), for ``metrics.jsonl`` and ``results.json``."""
+        extra = {"breakdown": self.breakdown} if self.breakdown else {}
         return {
             "metric": self.metric,
             "mean": self.mean,
@@ -78,6 +94,7 @@ class Score:
             "tasks": self.n,
             "label": self.label,
             "higher_is_better": self.higher_is_better,
+            **extra,
         }
 
 
@@ -133,18 +150,21 @@ def evaluate(
     was_training = learner.training
     learner.eval()
     values: list[float] = []
+    extra: dict[str, list[float]] = {}
     total = getattr(batches, "num_episodes", None)
     try:
         with progress_bar(total=total, desc=desc, enabled=progress, unit="task") as bar:
             for batch in batches:
                 pred = learner(batch.support_x, batch.support_y, batch.query_x, ways=batch.ways)
                 part = obj.per_task(pred, batch.query_y).cpu().tolist()
+                for name, v in obj.breakdown(pred, batch.query_y).items():
+                    extra.setdefault(name, []).extend(v.cpu().tolist())
                 values.extend(part)
                 bar.update(len(part))
                 bar.set_postfix(**{obj.metric: f"{sum(values) / len(values):.4g}"})
     finally:
         learner.train(was_training)
-    return Score.of(values, obj)
+    return Score.of(values, obj, extra)
 
 
 # --- multi-task evaluation --------------------------------------------------------------------

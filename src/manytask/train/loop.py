@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from manytask.train.progress import progress_bar
+from manytask.progress import progress_bar
 from manytask.train.rundir import RunDir
 from manytask.typed import ManytaskError
 

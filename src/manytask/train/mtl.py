@@ -295,7 +295,11 @@ def make_step(s: MTLSetup, run: RunDir, clock: Clock) -> Callable[[], Mapping[st
         task_ids = s.task_sampler.sample()
         tasks = task_ids.tolist()
         xs, ys = _batch(s, tasks)
-        losses = _losses(s, tasks, xs, ys)
+        # Each task's rows in the concatenated batch (None: the tasks share their inputs), so a
+        # gradient method gets every task's gradient out of one backward pass.
+        segments = None if s.data.shared_inputs else [x.shape[0] for x in xs]
+        with s.method.method.forward_context(s.model, segments):
+            losses = _losses(s, tasks, xs, ys)
         if not bool(torch.isfinite(losses).all()):
             bad = [names[t] for t, v in zip(tasks, losses.tolist(), strict=True)
                    if not math.isfinite(v)]  # fmt: skip
@@ -457,6 +461,18 @@ def _directions(scores: TaskScores) -> dict[str, bool]:
     return dict(scores.directions)
 
 
+def _gradient_conflict(state: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | None:
+    """The mean pairwise cosine of the task gradients over training, when the method kept it
+    (gradient methods do: :mod:`manytask.mtl.gradient_methods`)."""
+    if "cos_sum" not in state or "cos_count" not in state:
+        return None
+    from manytask.mtl.diagnostics import mean_cosines
+
+    cos = mean_cosines(state["cos_sum"].cpu(), state["cos_count"].cpu())
+    rows = [[None if v != v else round(float(v), 4) for v in row] for row in cos.tolist()]
+    return {"tasks": list(names), "mean_cosine": rows}
+
+
 def finish(s: MTLSetup, run: RunDir, *, train_seconds: float) -> MTLResult:
     """Save the trained model, evaluate every task, write results and the report."""
     from manytask.metrics import get_metric
@@ -502,6 +518,9 @@ def finish(s: MTLSetup, run: RunDir, *, train_seconds: float) -> MTLResult:
     }
     if val is not None:
         results["val"] = val.as_dict()
+    conflict = _gradient_conflict(s.method.state, data.task_names)
+    if conflict is not None:
+        results["gradient_conflict"] = conflict
     if s.baseline is not None:
         d = delta_m(test.per_task, s.baseline["values"], _directions(test), cfg.eval.delta_m)
         results["delta_m"] = {**d.as_dict(), "baseline": s.baseline["sources"]}

@@ -70,10 +70,13 @@ def predict_folders(
         raise ManytaskError(str(exc)) from None
     sy = torch.tensor(labels, dtype=torch.long)
     learner.eval()
-    logits = learner(
-        sx.unsqueeze(0).to(device), sy.unsqueeze(0).to(device), qx.unsqueeze(0).to(device),
-        ways=len(classes),
-    )[0].float()  # fmt: skip
+    try:
+        logits = learner(
+            sx.unsqueeze(0).to(device), sy.unsqueeze(0).to(device), qx.unsqueeze(0).to(device),
+            ways=len(classes),
+        )[0].float()  # fmt: skip
+    except ValueError as exc:  # e.g. a learner with one output per class, trained at other ways
+        raise ManytaskError(f"--support {root}: {len(classes)} classes: {exc}") from None
     probs = torch.softmax(logits, dim=-1).cpu()
     best = probs.argmax(-1)
     return [

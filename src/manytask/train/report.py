@@ -99,6 +99,27 @@ def _protocol(test: dict[str, Any]) -> str:
     return f"{test['shots']}-shot"
 
 
+def _breakdown_lines(test: dict[str, Any]) -> list[str]:
+    """A table of the objective's extra metrics (e.g. accuracy by instance number), if any."""
+    extra = test.get("breakdown") or {}
+    if not extra:
+        return []
+    lines = [
+        f"## Test {test['label']}, broken down",
+        "",
+        "| part | mean | 95% CI | tasks |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def natural(name: str) -> tuple[str, int]:  # instance_2 before instance_10
+        stem, _, num = name.rpartition("_")
+        return (stem, int(num)) if num.isdigit() else (name, -1)
+
+    for name, v in sorted(extra.items(), key=lambda kv: natural(kv[0])):
+        lines.append(f"| {name} | {v['mean']:.4g} | ± {v['ci95']:.2g} | {v['tasks']} |")
+    return [*lines, ""]
+
+
 def write_report(run: RunDir) -> Any:
     """Write ``report.md`` (and ``learning_curves.png``, ``test_metric.png``) into ``run``."""
     cfg = run.read_config()
@@ -129,6 +150,7 @@ def write_report(run: RunDir) -> Any:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     run.write_bytes("test_metric.png", _plot_test(per_task, test, title))
     lines += [f"## Test {test['label']}", "", "![test metric](test_metric.png)", ""]
+    lines += _breakdown_lines(test)
     lines += [
         "## Reproduce",
         "",
@@ -219,6 +241,60 @@ def _plot_task_bars(results: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
+def _gradient_conflict_section(
+    run: RunDir, records: list[dict[str, Any]], results: dict[str, Any]
+) -> list[str]:
+    """Heatmap of the mean pairwise cosine of the task gradients, and its curve over training
+    (gradient methods record both; see manytask.mtl.diagnostics.conflict)."""
+    conflict = results.get("gradient_conflict")
+    if not conflict:
+        return []
+    import torch
+
+    from manytask.mtl.diagnostics import conflict_curve, conflict_heatmap, png
+
+    cos = torch.tensor(
+        [[math.nan if v is None else v for v in row] for row in conflict["mean_cosine"]]
+    )
+    run.write_bytes("gradient_conflict.png", png(conflict_heatmap(cos, conflict["tasks"])))
+    k = cos.shape[0]
+    off = [float(cos[i, j]) for i in range(k) for j in range(k) if i != j]
+    off = [v for v in off if v == v]
+    lines = [
+        "## Gradient conflict",
+        "",
+        "Mean cosine similarity of the task gradients on the shared parameters over training "
+        "(negative: the tasks pull the shared parameters apart).",
+    ]
+    if off:
+        worst = min(
+            ((i, j) for i in range(k) for j in range(i + 1, k) if cos[i, j] == cos[i, j]),
+            key=lambda ij: float(cos[ij[0], ij[1]]),
+            default=None,
+        )
+        lines.append(
+            f"Mean over pairs {sum(off) / len(off):+.3f}; {sum(v < 0 for v in off) // 2} of "
+            f"{len(off) // 2} pairs trained together conflict on average"
+            + (
+                f"; most conflicting: {conflict['tasks'][worst[0]]} / "
+                f"{conflict['tasks'][worst[1]]} ({float(cos[worst[0], worst[1]]):+.3f})."
+                if worst
+                else "."
+            )
+        )
+    lines += ["", "![gradient conflict heatmap](gradient_conflict.png)", ""]
+    train = [r for r in records if r.get("split") == "train" and "grad_cosine" in r]
+    if train:
+        fig = conflict_curve(
+            [int(r["step"]) for r in train],
+            [float(r["grad_cosine"]) for r in train],
+            [float(r.get("grad_conflict", math.nan)) for r in train],
+        )
+        run.write_bytes("gradient_conflict_curve.png", png(fig))
+        lines += ["![gradient conflict over training](gradient_conflict_curve.png)", ""]
+    return lines
+
+
 def write_mtl_report(run: RunDir) -> Any:
     """Write a multi-task run's ``report.md`` with ``task_curves.png`` and ``task_metrics.png``."""
     cfg = run.read_config()
@@ -284,6 +360,7 @@ def write_mtl_report(run: RunDir) -> Any:
         lines += ["## Learning curves", "", "![per-task learning curves](task_curves.png)", ""]
     run.write_bytes("task_metrics.png", _plot_task_bars(results))
     lines += ["## Test metric of each task", "", "![per-task test metrics](task_metrics.png)", ""]
+    lines += _gradient_conflict_section(run, records, results)
     lines += [
         "## Reproduce",
         "",

@@ -1,0 +1,48 @@
+"""Conv4's per-block pooling, padding and the unflattened feature maps (Relation Networks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from manytask.nn import Conv4, output_features, output_shape
+
+
+def test_defaults_are_the_four_pooled_blocks_of_the_papers():
+    enc = Conv4(hidden=8)
+    assert enc(torch.zeros(2, 1, 28, 28)).shape == (2, 8)
+    assert repr(enc).splitlines()[1].strip() == "in_channels=1, hidden=8"
+    assert enc.min_input_size() == 16 and enc.output_size(84, 84) == (5, 5)
+
+
+def test_relation_network_embedding_keeps_five_by_five_maps():
+    # Sung et al. (2018), Figure 2, with the authors' padding: 28 -> 26 -> 13 -> 11 -> 5 -> 5 -> 5.
+    enc = Conv4(hidden=8, pool=(True, True, False, False), padding=(0, 0, 1, 1), flatten=False)
+    x = torch.rand(3, 1, 28, 28)
+    maps = enc(x)
+    assert maps.shape == (3, 8, 5, 5) and enc.output_size(28, 28) == (5, 5)
+    assert output_shape(enc, (1, 28, 28)) == (8, 5, 5)
+    assert len(enc.blocks[2]) == 3 and len(enc.blocks[0]) == 4  # no pool in blocks 3 and 4
+    h = x
+    for stage in enc.stages():
+        h = stage(h)
+    torch.testing.assert_close(h, maps)  # the stages still compose to the module
+    with pytest.raises(ValueError, match=r"an encoder must return \[B, D\], got \[B, 8, 5, 5\]"):
+        output_features(enc, (1, 28, 28))
+
+
+def test_bad_block_options_and_too_small_images_are_clear_errors():
+    with pytest.raises(ValueError, match="pool must list 4 bools, one per block"):
+        Conv4(pool=(True, False))
+    with pytest.raises(ValueError, match="padding must list 4 ints"):
+        Conv4(padding=(1, 1, 1, 1.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        Conv4(padding=(1, -1, 1, 1))
+    with pytest.raises(ValueError, match="flatten must be True or False"):
+        Conv4(flatten="no")  # type: ignore[arg-type]
+    enc = Conv4(hidden=4, pool=(True, True, False, False), padding=(0, 0, 1, 1))
+    assert enc.min_input_size() == 10
+    with pytest.raises(ValueError, match=r"at least 10x10 with pool=\(True, True, False, False\)"):
+        enc(torch.zeros(1, 1, 9, 9))
+    with pytest.raises(ValueError, match="at least 16x16"):
+        Conv4(hidden=4)(torch.zeros(1, 1, 15, 15))
