@@ -60,6 +60,8 @@ def seed_ci95(values: Sequence[float]) -> tuple[float, float]:
     if n == 1:
         return mean, 0.0
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    if std <= 1e-12 * max(1.0, abs(mean)):  # identical values up to rounding
+        std = 0.0
     t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
     return mean, t * std / math.sqrt(n)
 
@@ -327,8 +329,11 @@ def compare_runs(
         key = _group_key(p, results)
         if key not in columns:
             label = results["name"]
-            if any(c.label == label for c in columns.values()):
-                label = f"{label} [{Path(p).name}]"
+            taken = {c.label for c in columns.values()}
+            if label in taken:  # same recipe name: tell the columns apart by model, then folder
+                label = f"{results['name']} [{results['model']}]"
+            if label in taken:
+                label = f"{results['name']} [{Path(p).name}]"
             columns[key] = Column(label)
         columns[key].runs.append(str(p))
         columns[key].results.append(results)
