@@ -73,6 +73,20 @@ def conv() -> nn.Module:
     )
 
 
+def normed() -> nn.Module:
+    """Per-example normalisation layers with affine parameters (GroupNorm, LayerNorm)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.GroupNorm(2, 4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36, 6),
+        nn.LayerNorm(6),
+        nn.Tanh(),
+    )
+
+
 def data(segments: list[int], shape: tuple[int, ...], seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     n = sum(segments)
@@ -80,9 +94,10 @@ def data(segments: list[int], shape: tuple[int, ...], seed: int = 1):
 
 
 @pytest.mark.parametrize("segments", [[5, 5, 5], [4, 1, 7], [6]])
-@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("kind", ["mlp", "conv", "norm"])
 def test_segment_path_equals_separate_backward_passes(kind, segments):
-    net = Net(mlp() if kind == "mlp" else conv(), 6, len(segments))
+    trunk = {"mlp": mlp, "conv": conv, "norm": normed}[kind]()
+    net = Net(trunk, 6, len(segments))
     x, y = data(segments, (12,) if kind == "mlp" else (1, 6, 6))
     shared, heads = list(net.trunk.parameters()), list(net.heads.parameters())
     capture = TaskCapture(net, shared, exclude=heads)
@@ -215,9 +230,9 @@ def test_general_paths(method):
 
 
 def test_unsupported_layers_are_named():
-    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    model = nn.Sequential(nn.Linear(3, 3), nn.PReLU())
     capture = TaskCapture(model, list(model.parameters()))
-    assert "LayerNorm" in capture.reason
+    assert "PReLU" in capture.reason
     assert "general" in repr(capture)
 
 

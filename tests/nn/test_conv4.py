@@ -46,3 +46,25 @@ def test_bad_block_options_and_too_small_images_are_clear_errors():
         enc(torch.zeros(1, 1, 9, 9))
     with pytest.raises(ValueError, match="at least 16x16"):
         Conv4(hidden=4)(torch.zeros(1, 1, 15, 15))
+
+
+def test_group_norm_keeps_examples_independent_and_batch_norm_does_not():
+    from manytask.mtl.jacobian import TaskCapture
+
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for norm, independent in (("group", True), ("none", True), ("batch", False)):
+        enc = Conv4(hidden=8, norm=norm).train()
+        alone = enc(x[:1])
+        together = enc(x)[:1]
+        assert torch.allclose(alone, together, atol=1e-5) == independent, norm
+    enc = Conv4(hidden=8, norm="group")
+    assert "norm='group'" in repr(enc)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in enc.modules())
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in Conv4(hidden=8, norm="none").modules()
+    )
+    # a per-example trunk lets a gradient method take every task's gradient from one backward
+    assert TaskCapture(enc, list(enc.parameters())).reason is None
+    assert TaskCapture(Conv4(hidden=8), list(Conv4(hidden=8).parameters())).reason is not None
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Conv4(norm="layer")  # type: ignore[arg-type]

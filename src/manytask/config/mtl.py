@@ -19,6 +19,7 @@ A recipe of this family::
       task_sampling: uniform                             # or proportional, temperature
       optim: {lr: 1e-3, schedule: cosine}
     eval: {batch_size: 4096, baseline: [runs/census-single], delta_m: libmtl}
+    diagnostics: {affinity_every: 0}                     # N > 0: TAG task affinity every N steps
 
 ``data`` is checked against the data set's loader (:data:`manytask.data.registry.DATASETS`),
 ``model.args`` against the conditioning model's constructor
@@ -50,6 +51,7 @@ __all__ = [
     "DATA_INJECTED",
     "MODEL_INJECTED",
     "MTLConfig",
+    "MTLDiagnosticsConfig",
     "MTLEvalConfig",
     "MTLModelConfig",
     "MTLTrainConfig",
@@ -174,6 +176,25 @@ class MTLEvalConfig:
 
 
 @dataclass
+class MTLDiagnosticsConfig:
+    """Opt-in diagnostics of a multi-task run (gradient conflict needs none: gradient methods
+    record it for free).
+
+    ``affinity_every: N`` measures TAG's lookahead task affinity (Fifty et al. 2021) every
+    ``N`` steps (``0``: never): the step's per-task gradients on the shared parameters (one more
+    backward where the one-backward path applies) and ``k + 1`` forward passes of its batch.
+    ``results.json`` then holds the mean affinity matrix and the suggested grouping of the
+    tasks into at most ``affinity_groups`` networks (``null``: any number) with its predicted
+    score; ``report.md`` shows both. ``affinity_lr`` is the lookahead step (``null``: the run's
+    ``train.optim.lr``). See :class:`manytask.mtl.diagnostics.AffinityProbe`.
+    """
+
+    affinity_every: NonNegativeInt = 0
+    affinity_lr: PositiveFloat | None = None
+    affinity_groups: PositiveInt | None = None
+
+
+@dataclass
 class MTLConfig:
     """Everything a multi-task run needs; saved resolved as ``config.yaml``."""
 
@@ -192,6 +213,7 @@ class MTLConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: MTLTrainConfig = field(default_factory=MTLTrainConfig)
     eval: MTLEvalConfig = field(default_factory=MTLEvalConfig)
+    diagnostics: MTLDiagnosticsConfig = field(default_factory=MTLDiagnosticsConfig)
 
     def check(self) -> None:
         """Check the rules between keys and fill every part's arguments with their defaults.
@@ -273,6 +295,12 @@ class MTLConfig:
             raise ConfigError(
                 f"train.temperature: only used with train.task_sampling=temperature (it is "
                 f"{self.train.task_sampling!r}); remove it or set the sampling"
+            )
+        d = self.diagnostics
+        if d.affinity_every == 0 and (d.affinity_lr is not None or d.affinity_groups is not None):
+            raise ConfigError(
+                "diagnostics.affinity_lr / affinity_groups: only used when task affinity is "
+                "measured; set diagnostics.affinity_every=N (every N steps) or remove them"
             )
         try:
             coerce(self.device.split(":")[0], Literal["auto", "cpu", "cuda", "mps"], "device")

@@ -18,8 +18,10 @@ gradients of the shared layers: it stops at their outputs.
 
 It is exact when (the rule :attr:`TaskCapture.reason` checks):
 
-- every shared parameter belongs to an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` (zero padding mode)
-  and is used only through that module's forward;
+- every shared parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding
+  mode), or the affine part of an ``nn.GroupNorm`` / ``nn.LayerNorm`` (normalised per example:
+  ``grad_gamma L_i = sum_{b in task i} dL/dy_b * xhat_b``, ``xhat`` recomputed from the captured
+  input), and is used only through that module's forward;
 - nothing in the shared part couples examples: batch norm in training mode normalises with
   statistics of the whole concatenated batch, so each task's loss depends on every task's
   examples and the segment sum misses those cross terms. Batch norm layers inside task-specific
@@ -56,6 +58,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -73,6 +76,7 @@ _GENERAL: tuple[str, ...] = get_args(GeneralMethod)
 Fallback = Literal["auto", "batched", "loop"]
 _FALLBACKS: tuple[str, ...] = get_args(Fallback)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.GroupNorm, nn.LayerNorm)  # per-example statistics: no coupling across rows
 
 
 def _flat(
@@ -273,7 +277,7 @@ class TaskCapture:
             if attr not in ("weight", "bias"):
                 reason = f"parameter {attr!r} of {type(module).__name__} is not a weight or bias"
                 break
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear | nn.GroupNorm | nn.LayerNorm):
                 pass
             elif isinstance(module, _CONVS):
                 if module.padding_mode != "zeros" or _conv_padding(module) is None:
@@ -283,7 +287,7 @@ class TaskCapture:
             else:
                 reason = (
                     f"shared parameters of {type(module).__name__} are not handled (only "
-                    "nn.Linear and nn.Conv1d/2d/3d are)"
+                    "nn.Linear, nn.Conv1d/2d/3d, nn.GroupNorm and nn.LayerNorm are)"
                 )
                 break
             if module not in self._modules:
@@ -468,6 +472,8 @@ class TaskCapture:
         dtype = torch.promote_types(module.weight.dtype, torch.float32)
         a, g = a.to(dtype), g_out.to(dtype)
         out: dict[str, Tensor] = {}
+        if isinstance(module, _NORMS):
+            return _norm_rows(module, a, g, segments)
         if isinstance(module, nn.Linear):
             a2 = a.reshape(a.shape[0], -1, a.shape[-1])
             g2 = g.reshape(g.shape[0], -1, g.shape[-1])
@@ -513,6 +519,34 @@ class TaskCapture:
         if module.bias is not None:
             out["bias"] = torch.stack(bs)
         return out
+
+
+def _norm_rows(
+    module: nn.GroupNorm | nn.LayerNorm, a: Tensor, g: Tensor, segments: tuple[int, ...]
+) -> dict[str, Tensor]:
+    """Per-task gradients of a GroupNorm / LayerNorm's affine ``gamma``, ``beta``.
+
+    ``y = gamma * xhat + beta`` with ``xhat`` normalised within each example, so
+    ``grad_gamma L_i = sum_{b in task i} g_b * xhat_b`` (summed over every position that shares
+    a ``gamma`` entry) and ``grad_beta L_i = sum_{b in task i} g_b``.
+    """
+    if isinstance(module, nn.GroupNorm):
+        xhat = F.group_norm(a, module.num_groups, None, None, module.eps)
+        reduce = [d for d in range(1, a.dim()) if d != 1]  # all but batch and channel
+    else:
+        xhat = F.layer_norm(a, module.normalized_shape, None, None, module.eps)
+        reduce = list(range(1, a.dim() - len(module.normalized_shape)))
+    gx = g * xhat
+    ws, bs = [], []
+    for gxk, gk in zip(gx.split(segments), g.split(segments), strict=True):
+        ws.append(gxk.sum([0, *reduce]))
+        bs.append(gk.sum([0, *reduce]))
+    out: dict[str, Tensor] = {}
+    if module.weight is not None:
+        out["weight"] = torch.stack(ws)
+    if module.bias is not None:
+        out["bias"] = torch.stack(bs)
+    return out
 
 
 def _one_task_rows(call: _Call, g_out: Tensor, task: int, k: int) -> dict[str, Tensor]:

@@ -17,7 +17,9 @@ torch.Size([2, 64, 5, 5])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -25,10 +27,25 @@ from torch import Tensor, nn
 __all__ = ["Conv4", "conv_block"]
 
 _BLOCKS = 4
+Norm = Literal["batch", "group", "none"]
+_NORMS: tuple[str, ...] = get_args(Norm)
+
+
+def _norm_layer(norm: str, channels: int) -> list[nn.Module]:
+    if norm == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if norm == "group":
+        return [nn.GroupNorm(math.gcd(8, channels), channels)]
+    return []
 
 
 def conv_block(
-    in_channels: int, out_channels: int, *, padding: int = 1, pool: bool = True
+    in_channels: int,
+    out_channels: int,
+    *,
+    padding: int = 1,
+    pool: bool = True,
+    norm: Norm = "batch",
 ) -> nn.Sequential:
     """One ``conv3x3 -> BatchNorm -> ReLU [-> MaxPool2d(2)]`` block.
 
@@ -37,10 +54,12 @@ def conv_block(
         out_channels: filters of the convolution.
         padding: zero padding of the convolution (1 keeps the size, 0 shrinks it by 2).
         pool: end with a 2x2 max-pooling (halves the size, rounding down).
+        norm: ``"batch"`` (BatchNorm2d, the papers'), ``"group"`` (GroupNorm with
+            ``gcd(8, out_channels)`` groups: per-example statistics) or ``"none"``.
     """
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
-        nn.BatchNorm2d(out_channels),
+        *_norm_layer(norm, out_channels),
         nn.ReLU(inplace=True),
     ]
     if pool:
@@ -75,6 +94,12 @@ class Conv4(nn.Module):
             ``(0, 0, 1, 1)``: 28 -> 26 -> 13 -> 11 -> 5 -> 5 -> 5, maps of 5x5.
         flatten: return ``[B, hidden * H' * W']`` (True) or the feature maps
             ``[B, hidden, H', W']`` (False), for learners that compare maps.
+        norm: the normalisation of every block: ``"batch"`` (the papers' batch norm),
+            ``"group"`` (GroupNorm, ``gcd(8, hidden)`` groups) or ``"none"``. Batch norm in
+            training mode normalises over the whole batch, which couples the examples of
+            different tasks in a multi-task batch; group norm and none are per example, so a
+            multi-task gradient method gets every task's gradient from one backward pass
+            (:class:`manytask.mtl.jacobian.TaskCapture`).
 
     Example:
         >>> enc = Conv4(in_channels=1, hidden=64)
@@ -91,6 +116,7 @@ class Conv4(nn.Module):
         pool: Sequence[bool] = (True, True, True, True),
         padding: Sequence[int] = (1, 1, 1, 1),
         flatten: bool = True,
+        norm: Norm = "batch",
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -103,12 +129,17 @@ class Conv4(nn.Module):
             raise ValueError(f"Conv4: padding must be >= 0 in every block; got {padding!r}")
         if not isinstance(flatten, bool):
             raise ValueError(f"Conv4: flatten must be True or False; got {flatten!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"Conv4: norm must be one of {_NORMS}; got {norm!r}")
+        self.norm = norm
         self.in_channels = in_channels
         self.hidden = hidden
         self.flatten = flatten
         self.blocks = nn.Sequential(
             *(
-                conv_block(in_channels if i == 0 else hidden, hidden, padding=pad, pool=pool_)
+                conv_block(
+                    in_channels if i == 0 else hidden, hidden, padding=pad, pool=pool_, norm=norm
+                )
                 for i, (pad, pool_) in enumerate(zip(self.padding, self.pool, strict=True))
             )
         )
@@ -155,4 +186,6 @@ class Conv4(nn.Module):
             text += f", padding={self.padding}"
         if not self.flatten:
             text += ", flatten=False"
+        if self.norm != "batch":
+            text += f", norm={self.norm!r}"
         return text

@@ -17,6 +17,7 @@ fails in :func:`setup`, before the run folder exists.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from manytask.config.mtl import DATA_INJECTED, MTLConfig, datasets
 from manytask.data.multitask import MultiTaskData, TaskSpec, to_float
 from manytask.mtl.base import INJECTED, MethodState, MTLMethod, StepInfo
 from manytask.mtl.delta import delta_m
+from manytask.mtl.diagnostics.affinity import AffinityProbe
 from manytask.mtl.losses import task_loss
 from manytask.mtl.sampling import EpochBatches, TaskSampler
 from manytask.registry import MTL_METHODS
@@ -190,10 +192,11 @@ class MTLSetup:
     train_x: list[Tensor]
     train_y: list[Tensor]
     baseline: dict[str, Any] | None
+    affinity: AffinityProbe | None = None
 
     def parts(self) -> dict[str, Any]:
         """The stateful parts a checkpoint holds (one line per part)."""
-        return {
+        parts = {
             "model": self.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
@@ -204,6 +207,9 @@ class MTLSetup:
             "window": Window(),
             "clock": Clock(),
         }
+        if self.affinity is not None:  # only runs that measure it have (and need) the part
+            parts["affinity"] = self.affinity
+        return parts
 
 
 def _check_batch(cfg: MTLConfig, data: MultiTaskData) -> None:
@@ -257,8 +263,19 @@ def setup(cfg: MTLConfig, ctx: RunContext) -> MTLSetup:
     train_y = [p.y.to(device) for p in train]
     return MTLSetup(
         cfg, ctx, data, model, method, optimizer, scheduler, task_sampler, batches, train_x,
-        train_y, baseline,
+        train_y, baseline, build_affinity(cfg, data.num_tasks),
     )  # fmt: skip
+
+
+def build_affinity(cfg: MTLConfig, num_tasks: int) -> AffinityProbe | None:
+    """The task-affinity probe of ``diagnostics.affinity_every`` (``None`` when it is off)."""
+    d = cfg.diagnostics
+    if not d.affinity_every:
+        return None
+    lr = d.affinity_lr if d.affinity_lr is not None else cfg.train.optim.lr
+    probe = AffinityProbe(d.affinity_every, lr, d.affinity_groups, seed=cfg.seed)
+    probe.init(num_tasks)
+    return probe
 
 
 # --- one step -------------------------------------------------------------------------------
@@ -298,7 +315,11 @@ def make_step(s: MTLSetup, run: RunDir, clock: Clock) -> Callable[[], Mapping[st
         # Each task's rows in the concatenated batch (None: the tasks share their inputs), so a
         # gradient method gets every task's gradient out of one backward pass.
         segments = None if s.data.shared_inputs else [x.shape[0] for x in xs]
-        with s.method.method.forward_context(s.model, segments):
+        probe = s.affinity if s.affinity is not None and s.affinity.due(clock.step) else None
+        with (
+            s.method.method.forward_context(s.model, segments),
+            probe.capture(s.model, clock.step) if probe else contextlib.nullcontext(),
+        ):
             losses = _losses(s, tasks, xs, ys)
         if not bool(torch.isfinite(losses).all()):
             bad = [names[t] for t, v in zip(tasks, losses.tolist(), strict=True)
@@ -310,7 +331,12 @@ def make_step(s: MTLSetup, run: RunDir, clock: Clock) -> Callable[[], Mapping[st
             )
         info = StepInfo(task_ids.to(device), s.data.num_tasks, clock.step)
         s.optimizer.zero_grad(set_to_none=True)
-        logs = s.method.backward(losses, s.model, info)
+        extra = {}
+        if probe is not None:  # TAG lookahead on this batch; changes nothing of the step
+            extra = probe.measure(
+                losses, s.model, segments, task_ids, lambda: _losses(s, tasks, xs, ys)
+            )
+        logs = {**s.method.backward(losses, s.model, info), **extra}
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
         s.optimizer.step()
@@ -521,6 +547,8 @@ def finish(s: MTLSetup, run: RunDir, *, train_seconds: float) -> MTLResult:
     conflict = _gradient_conflict(s.method.state, data.task_names)
     if conflict is not None:
         results["gradient_conflict"] = conflict
+    if s.affinity is not None:
+        results["task_affinity"] = s.affinity.summary(data.task_names)
     if s.baseline is not None:
         d = delta_m(test.per_task, s.baseline["values"], _directions(test), cfg.eval.delta_m)
         results["delta_m"] = {**d.as_dict(), "baseline": s.baseline["sources"]}

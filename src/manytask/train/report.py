@@ -298,6 +298,57 @@ def _gradient_conflict_section(
     return lines
 
 
+def _task_affinity_section(run: RunDir, results: dict[str, Any]) -> list[str]:
+    """Heatmap of the mean TAG lookahead affinity and the suggested grouping, when the run
+    measured it (``diagnostics.affinity_every``; see manytask.mtl.diagnostics.affinity)."""
+    aff = results.get("task_affinity")
+    if not aff:
+        return []
+    import torch
+
+    from manytask.mtl.diagnostics import affinity_heatmap, png
+
+    names = aff["tasks"]
+    z = torch.tensor([[math.nan if v is None else v for v in row] for row in aff["mean_affinity"]])
+    run.write_bytes("task_affinity.png", png(affinity_heatmap(z, names)))
+    g = aff["grouping"]
+    k = len(names)
+    pairs = [(float(z[i, j]), names[i], names[j]) for i in range(k) for j in range(k)
+             if i != j and z[i, j] == z[i, j]]  # fmt: skip
+    limit = aff["max_groups"]
+    lines = [
+        "## Task affinity",
+        "",
+        f"TAG lookahead affinity (Fifty et al. 2021), measured on {aff['steps_measured']} "
+        f"steps (every {aff['every']}, lookahead step {aff['lr']:g}): `Z[i -> j] = 1 - "
+        "L_j(theta - lr grad L_i) / L_j(theta)` on the step's batch, positive when a step on "
+        "task i's gradient lowers task j's loss.",
+    ]
+    if pairs:
+        helps, hurts = max(pairs), min(pairs)
+        neg = sum(v < 0 for v, _, _ in pairs)
+        lines.append(
+            f"{neg} of {len(pairs)} ordered pairs measured hurt on average; most helpful: "
+            f"{helps[1]} -> {helps[2]} ({helps[0]:+.3g}); most harmful: {hurts[1]} -> "
+            f"{hurts[2]} ({hurts[0]:+.3g})."
+        )
+    groups = "; ".join("{" + ", ".join(grp) + "}" for grp in g["groups"])
+    lines += [
+        "",
+        f"**Suggested grouping** ({len(g['groups'])} network(s)"
+        + (f", at most {limit}" if limit else "")
+        + f"): {groups}. Predicted score (sum over tasks of the mean affinity onto each task "
+        f"from its group) {g['predicted_score']:+.4g}, against {g['all_together_score']:+.4g} "
+        f"for all tasks in one network and {g['each_alone_score']:+.4g} for each task alone. "
+        "The measured result of a grouping needs its networks trained: one run per group "
+        "(`tasks=[...]`), compared with `manytask compare`.",
+        "",
+        "![task affinity heatmap](task_affinity.png)",
+        "",
+    ]
+    return lines
+
+
 def write_mtl_report(run: RunDir) -> Any:
     """Write a multi-task run's ``report.md`` with ``task_curves.png`` and ``task_metrics.png``."""
     cfg = run.read_config()
@@ -364,6 +415,7 @@ def write_mtl_report(run: RunDir) -> Any:
     run.write_bytes("task_metrics.png", _plot_task_bars(results))
     lines += ["## Test metric of each task", "", "![per-task test metrics](task_metrics.png)", ""]
     lines += _gradient_conflict_section(run, records, results)
+    lines += _task_affinity_section(run, results)
     lines += [
         "## Reproduce",
         "",

@@ -5,8 +5,10 @@ them).
 
 from manytask.mtl.diagnostics._plot import png
 from manytask.mtl.diagnostics.affinity import (
+    AffinityProbe,
     Grouping,
     TaskAffinity,
+    affinity_heatmap,
     group_tasks,
     grouping_score,
     lookahead_affinity,
@@ -28,9 +30,11 @@ from manytask.mtl.diagnostics.transfer import TransferRow, negative_transfer, tr
 
 __all__ = [
     "TOY_STARTS",
+    "AffinityProbe",
     "Grouping",
     "TaskAffinity",
     "TransferRow",
+    "affinity_heatmap",
     "conflict_curve",
     "conflict_heatmap",
     "gradient_cosines",
