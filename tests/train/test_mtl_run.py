@@ -269,10 +269,21 @@ def test_single_task_baselines_delta_m_and_compare(tmp_path, toy, capsys, monkey
     assert "| toy (2 runs) | baseline |" in table
     assert "| digit accuracy ↑ |" in table and "| pos mse ↓ |" in table
     assert "Delta_m % (libmtl) ↑" in table
+    # The negative-transfer report: each task's headline metric, 2 seeds against 1 baseline run
+    # (sign only), flagged per task; the same rows in compare.json.
+    assert "Negative transfer, toy against the baseline:" in table
+    assert "| digit | accuracy |" in table and "| pos | mse |" in table
+    assert "2 / 1 |" in table
     saved = json.loads((tmp_path / "cmp/compare.json").read_text())
     r1 = RunDir("mtl1").read_json("results.json")
     mean = (r0["delta_m"]["value"] + r1["delta_m"]["value"]) / 2
     assert saved["delta_m"]["toy"]["mean"] == pytest.approx(mean)
+    rows = {r["task"]: r for r in saved["transfer"]["toy"]}
+    assert set(rows) == {"digit", "odd", "pos"}
+    pos_multi = (r0["test"]["per_task"]["pos"]["mse"] + r1["test"]["per_task"]["pos"]["mse"]) / 2
+    pos_gain = single["test"]["per_task"]["pos"]["mse"] - pos_multi  # lower mse is better
+    assert rows["pos"]["gain"] == pytest.approx(pos_gain)
+    assert rows["pos"]["verdict"] == ("better?" if pos_gain > 0 else "worse?")
     assert (tmp_path / "cmp/compare.png").stat().st_size > 1000
     # A baseline that misses a task is refused before training.
     assert main(["run", str(recipe), "eval.baseline=[single/00-digit]", "--out", "x"]) == 2

@@ -15,6 +15,7 @@ averaged over the column's seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from manytask.mtl.delta import Definition, delta_m
+from manytask.mtl.diagnostics.transfer import TransferRow, negative_transfer, transfer_table
 from manytask.train.rundir import RunDir
 from manytask.typed import ConfigError, ManytaskError
 
@@ -128,7 +130,8 @@ def baseline_values(
             "task, e.g. `manytask run RECIPE --single-task`."
         )
     values = {t: {m: sum(v) / len(v) for m, v in sums[t].items()} for t in tasks}
-    return {"values": values, "sources": {t: sources[t] for t in tasks}}
+    per_run = {t: {m: list(v) for m, v in sums[t].items()} for t in tasks}
+    return {"values": values, "per_run": per_run, "sources": {t: sources[t] for t in tasks}}
 
 
 _NOT_COMPARED = ("seed", "name", "description", "device", "quiet")
@@ -253,14 +256,50 @@ class Comparison:
             heads.append("baseline")
         return heads
 
+    def transfer(self) -> dict[str, list[TransferRow]]:
+        """The negative-transfer report of every column against the baseline (empty without).
+
+        Each task's headline metric (its first), the column's seeds against the baseline runs
+        covering the task (several seeds of ``--single-task`` give the baseline its spread):
+        :func:`manytask.mtl.diagnostics.negative_transfer` (gain, Welch 95% CI, verdict).
+        """
+        if self.baseline is None:
+            return {}
+        per_run = self.baseline["per_run"]
+        out: dict[str, list[TransferRow]] = {}
+        for c in self.columns:
+            rows: list[TransferRow] = []
+            for task in self.tasks:
+                metric = self.metrics[task][0]
+                multi, single = c.values(task, metric), per_run[task].get(metric, [])
+                if multi and single:
+                    rows += negative_transfer(
+                        {task: multi}, {task: single}, metric=metric,
+                        higher_is_better=self.directions[metric],
+                    )  # fmt: skip
+            out[c.label] = rows
+        return out
+
     def markdown(self) -> str:
-        """The table as Markdown (values: mean ± 95% CI over seeds)."""
+        """The table as Markdown (values: mean ± 95% CI over seeds), then negative transfer."""
         heads = self.headers()
         lines = [
             "| task / metric | " + " | ".join(heads) + " |",
             "| --- |" + " ---: |" * len(heads),
         ]
         lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in self.rows()]
+        for label, rows in self.transfer().items():
+            worse = [r.task for r in rows if r.verdict == "worse"]
+            better = [r.task for r in rows if r.verdict == "better"]
+            lines += [
+                "",
+                f"Negative transfer, {label} against the baseline: "
+                f"{len(worse)} of {len(rows)} tasks worse ({', '.join(worse) or 'none'}), "
+                f"{len(better)} better, the rest unclear at 95% (Welch CI over seeds; one seed "
+                "on a side gives the sign only, marked ?).",
+                "",
+                transfer_table(rows),
+            ]
         return "\n".join(lines)
 
     def plot(self) -> bytes:
@@ -301,6 +340,9 @@ class Comparison:
             "columns": [{"label": c.label, "runs": c.runs} for c in self.columns],
             "table": {"headers": ["task / metric", *self.headers()], "rows": self.rows()},
             "delta_m": {k: {"mean": m, "ci95": ci} for k, (m, ci) in self.delta.items()},
+            "transfer": {
+                k: [dataclasses.asdict(r) for r in rows] for k, rows in self.transfer().items()
+            },
             "definition": self.definition,
             "baseline": self.baseline,
         }
