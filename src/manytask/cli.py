@@ -385,7 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback; ``--debug`` shows the traceback of every error.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `manytask run RECIPE --out DIR key=value`: argparse ends a positional list at the
+        # first option, so overrides written after an option arrive here; they belong to the
+        # command's list. Anything else is a real unknown argument.
+        field = {"run": "recipe", "eval": "overrides"}.get(args.command)
+        if field is None or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, field, [*getattr(args, field), *extra])
     try:
         return int(args.func(args))
     except _user_errors() as exc:

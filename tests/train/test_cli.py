@@ -232,3 +232,26 @@ def test_module_entry_point():
 def test_missing_subcommand_exits_with_usage():
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_overrides_after_an_option_are_overrides(tmp_path, capsys, tiny_overrides):
+    # Found by hand: `manytask run RECIPE --out DIR train.steps=5` said "unrecognized
+    # arguments", because argparse ends a positional list at the first option.
+    out = tmp_path / "run"
+    args = ["run", "omniglot/protonet-5w1s", "--out", str(out), *tiny_overrides]
+    assert main(args) == 0
+    assert "5-way 1-shot test" in capsys.readouterr().out
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    key, value = tiny_overrides[0].split("=", 1)
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    assert str(node) == value
+    # eval takes its overrides after an option too; a misspelt one is still a clean error.
+    capsys.readouterr()
+    assert main(["eval", str(out), "--quiet", "eval.episodes=10"]) == 0
+    assert "10 tasks" in capsys.readouterr().out
+    code = main(["run", "omniglot/protonet-5w1s", "--out", str(tmp_path / "b"), "train.epsiodes=3"])
+    assert code == 2 and "Did you mean 'episodes'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a real unknown option is still refused
+        main(["run", "omniglot/protonet-5w1s", "--out", str(tmp_path / "c"), "--fast"])
