@@ -14,9 +14,10 @@ initial weights:
   ``jac_to_grad`` with the aggregator.
 
 Regimes: ``separate`` (each task its own 64 examples; multi-task classification) and ``shared``
-(one batch of 64 examples, K binary losses; multi-label). Trunks: ``mlp`` (784-256-256 ReLU)
-and ``conv4`` (manytask's Conv4, 64 filters, batch norm: its batch norm couples the
-concatenated batch, so manytask takes the exact general path there).
+(one batch of 64 examples, K binary losses; multi-label). Trunks: ``mlp`` (784-256-256 ReLU),
+``conv4`` (manytask's Conv4, 64 filters, batch norm: its batch norm couples the
+concatenated batch, so manytask takes the exact general path there) and ``conv4-group`` (the
+same with group norm, ``Conv4(norm="group")``: per-example, so the one-backward path).
 
 Before timing, the update directions are compared on the same Jacobian: our aggregator vs
 torchjd's on the ``J`` we compute (max relative difference), and the ``.grad`` of one
@@ -94,6 +95,8 @@ TORCHJD: dict[str, Callable[[Any, int], Any]] = {
 def trunk_factory(trunk: str) -> Callable[[], nn.Module]:
     if trunk == "mlp":
         return partial(MLP, 784, hidden=(256, 256))
+    if trunk == "conv4-group":
+        return partial(Conv4, 1, 64, norm="group")
     return partial(Conv4, 1, 64)
 
 
@@ -369,7 +372,7 @@ def available_peers(wanted: list[str]) -> set[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trunk", choices=["mlp", "conv4"], default="mlp")
+    ap.add_argument("--trunk", choices=["mlp", "conv4", "conv4-group"], default="mlp")
     ap.add_argument("--regime", choices=["separate", "shared"], default="separate")
     ap.add_argument("--tasks", type=int, nargs="+", default=[2, 10, 40])
     ap.add_argument("--examples", type=int, default=64, help="examples per task (or shared)")

@@ -66,5 +66,29 @@ def test_group_norm_keeps_examples_independent_and_batch_norm_does_not():
     # a per-example trunk lets a gradient method take every task's gradient from one backward
     assert TaskCapture(enc, list(enc.parameters())).reason is None
     assert TaskCapture(Conv4(hidden=8), list(Conv4(hidden=8).parameters())).reason is not None
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_per_example_conv4_takes_the_one_backward_path_exactly(norm):
+    """Found by the multi-task step benchmark: Conv4's in-place ReLU modified the norm's output,
+    so a group-norm trunk silently fell back to K backward passes."""
+    import torch.nn.functional as F
+
+    from manytask.mtl.jacobian import TaskCapture, task_jacobian
+    from manytask.nn.conditioning import MultiHead
+
+    torch.manual_seed(0)
+    model = MultiHead(lambda: Conv4(hidden=8, norm=norm), (1, 28, 28), (10, 10, 10))
+    shared = list(model.shared_parameters())
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.rand(4, 1, 28, 28, generator=g) for _ in range(3)]
+    ys = [torch.randint(0, 10, (4,), generator=g) for _ in range(3)]
+    capture = TaskCapture(model, shared)
+    with capture:
+        outs = model.forward_tasks(xs, [0, 1, 2])
+        losses = torch.stack([F.cross_entropy(o, y) for o, y in zip(outs, ys, strict=True)])
+    jac, _ = capture.jacobian(losses, [4, 4, 4], retain_graph=True)
+    assert capture.last_path == "segments", capture.last_reason
+    torch.testing.assert_close(jac, task_jacobian(losses, shared), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="norm must be one of"):
         Conv4(norm="layer")  # type: ignore[arg-type]

@@ -60,7 +60,10 @@ def conv_block(
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
         *_norm_layer(norm, out_channels),
-        nn.ReLU(inplace=True),
+        # In place only after batch norm: with group norm or none, the conv / norm output must
+        # stay intact for TaskCapture's one-backward per-task gradients (it refuses outputs
+        # modified in place); the extra activation is the price.
+        nn.ReLU(inplace=norm == "batch"),
     ]
     if pool:
         layers.append(nn.MaxPool2d(2))
