@@ -117,3 +117,13 @@ def test_ctrl_c_checkpoints_and_resumes_exactly(tmp_path, tiny_overrides):
     assert proc.returncode == 130
     assert "--resume" in stdout
     assert 5 <= step < 40
+
+
+def test_a_meta_run_leaves_the_global_generator_alone(tmp_path, tiny_overrides):
+    # Layer constructors draw their default init from torch's global generator; building the
+    # learner (then redrawing it from the seed) must not move the caller's random state.
+    cfg = load_config(recipe_path("omniglot/protonet-5w1s"), tiny_overrides)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    assert train(cfg, tmp_path / "run") is not None
+    assert torch.equal(torch.get_rng_state(), before)

@@ -24,13 +24,15 @@ that owns parameters with neither a rule nor such a method is an error that name
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["init_parameters"]
+__all__ = ["global_rng_untouched", "init_parameters"]
 
 _NORMS = (
     nn.modules.batchnorm._NormBase,
@@ -146,3 +148,23 @@ def init_parameters(module: nn.Module, seed: int | torch.Generator) -> nn.Module
             "`generator` (see manytask.nn.init)."
         )
     return module
+
+
+@contextlib.contextmanager
+def global_rng_untouched() -> Iterator[None]:
+    """Build modules without moving torch's global CPU generator.
+
+    PyTorch's layer constructors draw their default initialisation from the global generator
+    (``nn.Linear`` calls ``kaiming_uniform_``) even when :func:`init_parameters` redraws every
+    parameter from a seed afterwards; inside this block those draws leave the caller's random
+    state as it was.
+
+    Example:
+        >>> state = torch.get_rng_state()
+        >>> with global_rng_untouched():
+        ...     net = init_parameters(nn.Linear(3, 2), seed=0)
+        >>> torch.equal(torch.get_rng_state(), state)
+        True
+    """
+    with torch.random.fork_rng(devices=[]):
+        yield

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from manytask.nn import init_parameters
+from manytask.nn import global_rng_untouched, init_parameters
 from manytask.registry import ENCODERS, LEARNERS
 from manytask.typed import ConfigError
 
@@ -73,6 +73,22 @@ def build_learner(
         >>> type(net).__name__
         'ProtoNet'
     """
+    with global_rng_untouched():  # layer constructors draw from the global generator
+        return _build_learner(
+            learner, args, encoder, encoder_args, in_shape, ways, out_features, seed
+        )
+
+
+def _build_learner(
+    learner: str,
+    args: Mapping[str, Any] | None,
+    encoder: str | None,
+    encoder_args: Mapping[str, Any] | None,
+    in_shape: Sequence[int],
+    ways: int | None,
+    out_features: int | None,
+    seed: int,
+) -> Any:
     typed = LEARNERS.check_args(learner, args or {}, injected=_LEARNER_INJECTED, where="model.args")
     supplied: dict[str, Any] = {
         "in_shape": tuple(int(s) for s in in_shape),

@@ -251,6 +251,8 @@ def _train(
         stop_after=stop_after,
         should_stop=should_stop,
         progress=s.ctx.progress,
+        seed=cfg.seed,
+        device=s.ctx.device,
     )  # fmt: skip
     if not done:
         return None

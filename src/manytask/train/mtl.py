@@ -111,18 +111,19 @@ def load_data(cfg: MTLConfig, ctx: RunContext) -> MultiTaskData:
 
 def build_model(cfg: MTLConfig, tasks: Sequence[Any], input_shape: Sequence[int]) -> Any:
     """The run's conditioning model for ``tasks``, every parameter drawn from ``cfg.seed``."""
-    from manytask.nn import build_conditioning, init_parameters
+    from manytask.nn import build_conditioning, global_rng_untouched, init_parameters
 
     m = cfg.model
-    try:
-        model = build_conditioning(
-            m.conditioning, list(tasks), tuple(input_shape), backbone=m.backbone,
-            backbone_args=m.backbone_args, descriptor=m.descriptor, text_encoder=m.text_encoder,
-            text_encoder_args=m.text_encoder_args, **m.args,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
-    return init_parameters(model, cfg.seed)
+    with global_rng_untouched():  # layer constructors draw from the global generator
+        try:
+            model = build_conditioning(
+                m.conditioning, list(tasks), tuple(input_shape), backbone=m.backbone,
+                backbone_args=m.backbone_args, descriptor=m.descriptor,
+                text_encoder=m.text_encoder, text_encoder_args=m.text_encoder_args, **m.args,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        return init_parameters(model, cfg.seed)
 
 
 def build_method(cfg: MTLConfig, data: MultiTaskData) -> MTLMethod:
@@ -477,6 +478,8 @@ def _train(
         stop_after=stop_after,
         should_stop=should_stop,
         progress=s.ctx.progress,
+        seed=cfg.seed,
+        device=s.ctx.device,
     )
     if not done:
         return None
