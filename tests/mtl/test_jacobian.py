@@ -108,6 +108,7 @@ def test_segment_path_equals_separate_backward_passes(kind, segments):
     ref_heads = torch.autograd.grad(losses.sum(), heads, retain_graph=True)
     jac, head_grads = capture.jacobian(losses, segments, extra=heads)
     assert capture.last_path == "segments"
+    assert not jac.requires_grad  # plain numbers: MGDA's solver calls .numpy() on its Gramian
     torch.testing.assert_close(jac, ref, atol=1e-6, rtol=1e-5)
     for g, r in zip(head_grads, ref_heads, strict=True):
         torch.testing.assert_close(g, r)
@@ -142,6 +143,7 @@ def test_linear_on_sequences_and_a_layer_called_twice():
     ref = reference(losses, list(trunk.parameters()))
     jac, _ = capture.jacobian(losses, [3, 3])
     assert capture.last_path == "segments"
+    assert not jac.requires_grad  # plain numbers: MGDA's solver calls .numpy() on its Gramian
     torch.testing.assert_close(jac, ref, atol=1e-6, rtol=1e-5)
 
 
@@ -179,6 +181,7 @@ def test_parameter_free_batch_norm_couples_tasks_and_is_detected():
     ref = reference(losses, list(trunk.parameters()))
     jac, _ = capture.jacobian(losses, [4, 4])
     assert capture.last_path == "segments"
+    assert not jac.requires_grad  # plain numbers: MGDA's solver calls .numpy() on its Gramian
     torch.testing.assert_close(jac, ref, atol=1e-6, rtol=1e-5)
 
 

@@ -89,6 +89,10 @@ def test_per_example_conv4_takes_the_one_backward_path_exactly(norm):
         losses = torch.stack([F.cross_entropy(o, y) for o, y in zip(outs, ys, strict=True)])
     jac, _ = capture.jacobian(losses, [4, 4, 4], retain_graph=True)
     assert capture.last_path == "segments", capture.last_reason
+    assert not jac.requires_grad
+    from manytask.mtl.aggregators import MGDA
+
+    assert torch.isfinite(MGDA()(jac)).all()  # its solver takes the Gramian to numpy
     torch.testing.assert_close(jac, task_jacobian(losses, shared), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="norm must be one of"):
         Conv4(norm="layer")  # type: ignore[arg-type]

@@ -496,7 +496,7 @@ class TaskCapture:
         # Convolutions: one weight-gradient convolution per task's rows.
         padding = _conv_padding(module)
         dims = len(module.kernel_size)
-        weight = module.weight.to(dtype)
+        weight = module.weight.detach().to(dtype)  # only its shape and values: no graph
         ws, bs = [], []
         for ak, gk in zip(a.split(segments), g.split(segments), strict=True):
             _, gw, _ = torch.ops.aten.convolution_backward(
