@@ -301,6 +301,12 @@ def test_single_task_baselines_delta_m_and_compare(tmp_path, toy, capsys, monkey
     assert rows["pos"]["gain"] == pytest.approx(pos_gain)
     assert rows["pos"]["verdict"] == ("better?" if pos_gain > 0 else "worse?")
     assert (tmp_path / "cmp/compare.png").stat().st_size > 1000
+    # Columns of one recipe are named by what differs among them (here the method), not by
+    # a folder: found when a table of every method showed "[multi_head]" and "[mgda-s0]".
+    assert main(["run", str(recipe), "method.name=mean", "--out", "mean0"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "mtl0", "mtl1", "mean0", "--out", "cmp2"]) == 0
+    assert "| toy [fixed] (2 runs) | toy [mean] (1 run) |" in capsys.readouterr().out
     # A baseline that misses a task is refused before training.
     assert main(["run", str(recipe), "eval.baseline=[single/00-digit]", "--out", "x"]) == 2
     assert "no baseline result for task(s) odd, pos" in capsys.readouterr().err

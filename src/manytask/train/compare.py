@@ -348,6 +348,28 @@ class Comparison:
         }
 
 
+def _label_columns(columns: list[Column]) -> None:
+    """Columns of the same recipe name are told apart by what differs among them: the model,
+    then the method, then (if still equal) the first run's folder."""
+    by_name: dict[str, list[Column]] = {}
+    for c in columns:
+        by_name.setdefault(c.label, []).append(c)
+    for name, group in by_name.items():
+        if len(group) == 1:
+            continue
+        facts = [
+            (c.results[0].get("model", "?"), (c.results[0].get("method") or {}).get("name", "?"))
+            for c in group
+        ]
+        varying = [i for i in range(2) if len({f[i] for f in facts}) > 1]
+        labels = [", ".join(str(f[i]) for i in varying) for f in facts]
+        if len(set(labels)) < len(labels):  # same model and method: the folders differ
+            labels = [f"{lab}, {Path(c.runs[0]).name}" if lab else Path(c.runs[0]).name
+                      for lab, c in zip(labels, group, strict=True)]  # fmt: skip
+        for c, lab in zip(group, labels, strict=True):
+            c.label = f"{name} [{lab}]"
+
+
 def compare_runs(
     runs: Sequence[str | os.PathLike[str]],
     baseline: Sequence[str | os.PathLike[str]] = (),
@@ -370,13 +392,7 @@ def compare_runs(
         results = read_results(p)
         key = _group_key(p, results)
         if key not in columns:
-            label = results["name"]
-            taken = {c.label for c in columns.values()}
-            if label in taken:  # same recipe name: tell the columns apart by model, then folder
-                label = f"{results['name']} [{results['model']}]"
-            if label in taken:
-                label = f"{results['name']} [{Path(p).name}]"
-            columns[key] = Column(label)
+            columns[key] = Column(results["name"])
         columns[key].runs.append(str(p))
         columns[key].results.append(results)
         for task in results["tasks"]:
@@ -389,6 +405,7 @@ def compare_runs(
         for metric in results["test"].get("label_set", {}):
             if metric not in label_set:
                 label_set.append(metric)
+    _label_columns(list(columns.values()))
     base = None
     delta: dict[str, tuple[float, float]] = {}
     if baseline:
