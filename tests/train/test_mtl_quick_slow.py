@@ -13,6 +13,6 @@ def test_omniglot_alphabets_quick_recipe_learns(tmp_path):
     result = train(cfg, tmp_path / "run")
     acc = result.results["test"]["summary"]["accuracy"]
     assert acc["tasks"] == 50
-    # Chance is 1/14 to 1/55 per alphabet (about 3% on average). The same recipe cut to 400
-    # steps reached 25.8% on the shared CPU (docs/RESULTS.md); 1500 steps train further.
-    assert acc["mean"] > 25.0
+    # Chance is 1/14 to 1/55 per alphabet (about 3% on average). Measured 79.14 +- 3.32% from a
+    # fresh clone (docs/RESULTS.md, 2 min 23 s); the bar leaves room for other machines.
+    assert acc["mean"] > 70.0
