@@ -173,7 +173,10 @@ def seeded_global_rng(seed: int, device: torch.device | None = None) -> Any:
     """
     devices = [device.index or 0] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        for index in devices:  # only the run's device: torch.manual_seed would seed them all
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         yield
 
 
