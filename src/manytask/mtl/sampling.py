@@ -29,12 +29,13 @@ Randomness comes only from explicit seeds; no global RNG is read or moved.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
+
+from manytask.nn.init import derived_seed
 
 __all__ = ["EpochBatches", "Strategy", "TaskSampler", "task_probabilities"]
 
@@ -155,11 +156,6 @@ class TaskSampler:
         self.generator.set_state(state["generator_state"])
 
 
-def _stream_seed(seed: int, stream: int, epoch: int) -> int:
-    digest = hashlib.blake2b(f"{seed}/{stream}/{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
 class EpochBatches:
     """Mini-batches of example indices for several streams, one seeded permutation per epoch.
 
@@ -199,7 +195,7 @@ class EpochBatches:
     def _permutation(self, stream: int) -> Tensor:
         perm = self._perm.get(stream)
         if perm is None:
-            g = torch.Generator().manual_seed(_stream_seed(self.seed, stream, self.epoch[stream]))
+            g = torch.Generator().manual_seed(derived_seed(self.seed, stream, self.epoch[stream]))
             perm = torch.randperm(self.sizes[stream], generator=g)
             self._perm[stream] = perm
         return perm

@@ -26,7 +26,7 @@ from manytask.nn.descriptors import (
     task_descriptors,
     text_descriptors,
 )
-from manytask.nn.init import global_rng_untouched, init_parameters
+from manytask.nn.init import derived_seed, global_rng_untouched, init_parameters
 from manytask.nn.mlp import Flatten, output_features, output_shape
 from manytask.nn.tasks import TaskLike
 from manytask.nn.text_encoders import (
@@ -66,6 +66,7 @@ __all__ = [
     "build_conditioning",
     "build_text_encoder",
     "conv_block",
+    "derived_seed",
     "global_rng_untouched",
     "init_parameters",
     "mask_logits",

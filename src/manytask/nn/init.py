@@ -25,6 +25,7 @@ that owns parameters with neither a rule nor such a method is an error that name
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import math
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["global_rng_untouched", "init_parameters"]
+__all__ = ["derived_seed", "global_rng_untouched", "init_parameters"]
 
 _NORMS = (
     nn.modules.batchnorm._NormBase,
@@ -150,21 +151,48 @@ def init_parameters(module: nn.Module, seed: int | torch.Generator) -> nn.Module
     return module
 
 
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts`` (e.g. a run's seed, a stream, a step), stable
+    across processes and machines (a hash of their text, not Python's salted ``hash``).
+
+    Example:
+        >>> derived_seed(0, "step", 5) == derived_seed(0, "step", 5) != derived_seed(0, "step", 6)
+        True
+    """
+    text = "/".join(str(p) for p in parts)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
 @contextlib.contextmanager
-def global_rng_untouched() -> Iterator[None]:
-    """Build modules without moving torch's global CPU generator.
+def global_rng_untouched(
+    seed: int | None = None, device: torch.device | None = None
+) -> Iterator[None]:
+    """Run a block without moving torch's global generators; optionally seeded inside.
 
     PyTorch's layer constructors draw their default initialisation from the global generator
     (``nn.Linear`` calls ``kaiming_uniform_``) even when :func:`init_parameters` redraws every
     parameter from a seed afterwards; inside this block those draws leave the caller's random
-    state as it was.
+    state as it was. With ``seed``, the CPU generator (and ``device``'s, if it is a CUDA device)
+    starts from it, so modules that draw from the global generators (``nn.Dropout``) get the
+    same numbers on every run; other CUDA devices are left alone.
 
     Example:
         >>> state = torch.get_rng_state()
         >>> with global_rng_untouched():
         ...     net = init_parameters(nn.Linear(3, 2), seed=0)
-        >>> torch.equal(torch.get_rng_state(), state)
+        >>> with global_rng_untouched(seed=1):
+        ...     a = torch.rand(2)
+        >>> with global_rng_untouched(seed=1):
+        ...     b = torch.rand(2)
+        >>> torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)
         True
     """
-    with torch.random.fork_rng(devices=[]):
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+            for index in devices:  # only this device: torch.manual_seed would seed them all
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
         yield

@@ -15,8 +15,6 @@ continues with the same data order and ends bit-identical to one that never stop
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from manytask.nn.init import derived_seed, global_rng_untouched
 from manytask.progress import progress_bar
 from manytask.train.rundir import RunDir
 from manytask.typed import ManytaskError
@@ -152,34 +151,6 @@ class Schedule:
     val_every: int = 0
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The seed of training step ``step`` (0-based) of a run seeded ``seed``.
-
-    Example:
-        >>> step_seed(0, 5) == step_seed(0, 5) != step_seed(0, 6)
-        True
-    """
-    digest = hashlib.blake2b(f"{seed}/step/{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device | None = None) -> Any:
-    """Run a block with torch's global generators seeded ``seed``, then put them back.
-
-    Modules that draw from the global generators (``nn.Dropout``, ``torch.rand`` in a user's
-    model) get the same numbers on every run and after a resume, and the caller's global
-    random state is unchanged afterwards (library code never moves it).
-    """
-    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        for index in devices:  # only the run's device: torch.manual_seed would seed them all
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
-
-
 def fit(
     run: RunDir,
     parts: Mapping[str, Stateful],
@@ -207,9 +178,10 @@ def fit(
         stop_after: stop (after checkpointing) once this many steps are done.
         should_stop: polled after every step; True checkpoints and stops.
         progress: show progress.
-        seed: when given, each step runs with the global generators seeded
-            :func:`step_seed` ``(seed, step)`` and restored afterwards, so dropout masks are
-            the same on every run and across a resume.
+        seed: when given, each step runs inside
+            :func:`~manytask.nn.global_rng_untouched` seeded with
+            :func:`~manytask.nn.derived_seed` ``(seed, "step", step)``, so dropout masks are the
+            same on every run and across a resume, and the caller's random state is unchanged.
         device: the run's device (its CUDA generator is forked too).
     """
     clock, window = parts["clock"], parts["window"]
@@ -223,7 +195,7 @@ def fit(
             if seed is None:
                 values = step()
             else:
-                with seeded_global_rng(step_seed(seed, clock.step), device):
+                with global_rng_untouched(derived_seed(seed, "step", clock.step), device):
                     values = step()
             clock.step += 1
             clock.elapsed = time.perf_counter() - t0
