@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from manytask.nn.init import global_rng_untouched
+
 __all__ = [
     "AffinityProbe",
     "Grouping",
@@ -391,15 +393,15 @@ class AffinityProbe:
         thunk = _Thunk(model, compute)
         seed = (self.seed * 1_000_003 + int(self.state["measured"])) % (2**62)
 
+        device = shared[0].device
+
         def losses_at(params: list[Tensor]) -> Tensor:
             swap = {f"model.{n}": p for n, p in zip(names, params, strict=True)}
             swap.update({n: b.clone() for n, b in buffers.items()})
-            torch.manual_seed(seed)  # inside fork_rng: the same dropout masks every pass
-            return torch.func.functional_call(thunk, swap, ())
+            with global_rng_untouched(seed, device):  # the same dropout masks every pass
+                return torch.func.functional_call(thunk, swap, ())
 
-        device = shared[0].device
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.no_grad():
             z = lookahead_affinity(losses_at, shared, jac.detach(), self.lr)
         new = TaskAffinity().update(z, self.state, tasks)
         self.state = {**new, "measured": self.state["measured"] + 1}
