@@ -106,6 +106,10 @@ class TrainConfig:
     bfloat16 (weights, optimiser and losses stay fp32); evaluation always runs in fp32.
     ``max_batch_pixels`` bounds the input values (images x pixels) of one training batch, so
     an impossible request fails when the config is loaded instead of in the allocator.
+    ``keep`` says which weights the run ends with (and tests, and saves as ``final.pt``):
+    ``"last"``, those of the last step, or ``"best"``, those of the validation with the best
+    metric (checked every ``val_every`` steps, so it needs ``val_every > 0``), saved to
+    ``checkpoints/best.pt`` whenever the validation metric improves.
     """
 
     episodes: PositiveInt = 1000
@@ -118,6 +122,7 @@ class TrainConfig:
     val_episodes: PositiveInt = 100
     max_batch_pixels: PositiveInt = 8_000_000
     tensorboard: bool = False
+    keep: Literal["last", "best"] = "last"
 
 
 @dataclass
@@ -242,6 +247,14 @@ class MetaConfig:
             )
 
         self._check_episodes(problem, m.learner, LEARNERS.takes(m.learner, "ways"), source)
+        t = self.train
+        if t.keep == "best" and not 0 < t.val_every <= t.episodes:
+            raise ConfigError(
+                f"train.keep: 'best' keeps the weights of the best validation, but with "
+                f"train.val_every={t.val_every} and train.episodes={t.episodes} the run never "
+                "validates; set train.val_every to a number of steps between 1 and "
+                "train.episodes (e.g. train.val_every=500), or train.keep=last"
+            )
         try:
             coerce(self.device.split(":")[0], Literal["auto", "cpu", "cuda", "mps"], "device")
         except ConfigError:

@@ -30,6 +30,7 @@ from manytask.typed import ManytaskError
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "Best",
     "Clock",
     "Schedule",
     "Stateful",
@@ -65,6 +66,40 @@ class Clock:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
+
+
+class Best:
+    """The best validation so far, for ``train.keep: best`` (a stateful part).
+
+    :meth:`offer` compares a validation metric with the best one so far and, when it is
+    strictly better, records it and calls ``save`` (which writes the weights to keep). Its
+    state (step and value of the best validation) goes into every checkpoint, so a resumed
+    run keeps comparing with the same best. A NaN metric is never better.
+    """
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.higher_is_better = higher_is_better
+        self.step: int | None = None
+        self.value: float | None = None
+
+    def offer(self, step: int, value: float, save: Callable[[], None]) -> bool:
+        """Keep ``value`` (and call ``save``) if it beats the best so far; True if it did."""
+        if value != value:  # NaN
+            return False
+        if self.value is not None and not (
+            value > self.value if self.higher_is_better else value < self.value
+        ):
+            return False
+        save()
+        self.step, self.value = step, float(value)
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "value": self.value}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step = None if state["step"] is None else int(state["step"])
+        self.value = None if state["value"] is None else float(state["value"])
 
 
 class Window:

@@ -30,9 +30,17 @@ from manytask.objectives import Objective, get_objective
 from manytask.train.build import build_learner, build_optimizer, build_scheduler
 from manytask.train.context import RunContext
 from manytask.train.evaluate import Score, evaluate
-from manytask.train.loop import Clock, Schedule, TrainingDiverged, Window, fit, restore_state
+from manytask.train.loop import (
+    Best,
+    Clock,
+    Schedule,
+    TrainingDiverged,
+    Window,
+    fit,
+    restore_state,
+)
 from manytask.train.rundir import RunDir
-from manytask.typed import ConfigError
+from manytask.typed import ConfigError, ManytaskError
 
 __all__ = ["MetaSetup", "TrainResult", "evaluate_run", "load_model", "setup", "train"]
 
@@ -71,7 +79,7 @@ class MetaSetup:
 
     def parts(self) -> dict[str, Any]:
         """The stateful parts a checkpoint holds (one line per part)."""
-        return {
+        parts: dict[str, Any] = {
             "learner": self.learner,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
@@ -79,6 +87,9 @@ class MetaSetup:
             "window": Window(),
             "clock": Clock(),
         }
+        if self.cfg.train.keep == "best":
+            parts["best"] = Best(self.objective.higher_is_better)
+        return parts
 
 
 def _source(cfg: MetaConfig, ctx: RunContext) -> Any:
@@ -235,9 +246,21 @@ def _train(
     should_stop: Callable[[], bool] | None,
 ) -> TrainResult | None:
     cfg = s.cfg
+    best: Best | None = parts.get("best")
+    kept_state: dict[str, Tensor] = {}  # the best weights of this process, on the CPU
+
+    def save_best() -> None:
+        kept_state.clear()
+        kept_state.update(
+            {k: v.detach().to("cpu", copy=True) for k, v in s.learner.state_dict().items()}
+        )
+        run.save_checkpoint({"learner": kept_state}, run.best_weights)
 
     def validate() -> dict[str, Any]:
-        return evaluate(s.learner, s.val, s.objective, progress=False).as_dict()
+        record = evaluate(s.learner, s.val, s.objective, progress=False).as_dict()
+        if best is not None and best.offer(parts["clock"].step, record["mean"], save_best):
+            record["best"] = True
+        return record
 
     s.learner.train()
     done = fit(
@@ -256,7 +279,38 @@ def _train(
     )  # fmt: skip
     if not done:
         return None
-    return finish(s, run, train_seconds=parts["clock"].elapsed)
+    kept = None
+    if best is not None:
+        kept = keep_best(s.learner, run, best, kept_state or None)
+    return finish(s, run, train_seconds=parts["clock"].elapsed, kept=kept)
+
+
+def keep_best(
+    learner: Any, run: RunDir, best: Best, state: Mapping[str, Tensor] | None = None
+) -> dict[str, Any]:
+    """Load the best validation's weights into ``learner``; returns what ``results.json`` says.
+
+    ``state`` is the copy this process kept when the best validation happened; a resumed run
+    (whose best may predate the resume) reads ``checkpoints/best.pt`` instead.
+
+    Raises:
+        ManytaskError: no validation gave a finite metric, or ``best.pt`` is missing.
+    """
+    if best.step is None:
+        raise ManytaskError(
+            f"{run.path}: train.keep=best, but no validation gave a finite metric, so there "
+            f"are no best weights; the last weights are in {run.last_checkpoint}"
+        )
+    if state is None:
+        if not run.best_weights.exists():
+            raise ManytaskError(
+                f"{run.best_weights} is missing: the best validation (step {best.step}) was "
+                "recorded but its weights are gone; evaluate the last weights with "
+                "`manytask eval` or train again"
+            )
+        state = run.load_checkpoint(run.best_weights)["learner"]
+    learner.load_state_dict(state)
+    return {"weights": "best", "step": best.step, "val": best.value}
 
 
 def _tensorboard(cfg: MetaConfig, run: RunDir) -> Any:
@@ -270,8 +324,14 @@ def _tensorboard(cfg: MetaConfig, run: RunDir) -> Any:
     return sink
 
 
-def finish(s: MetaSetup, run: RunDir, *, train_seconds: float) -> TrainResult:
-    """Save the trained weights, evaluate on the test tasks, write results and the report."""
+def finish(
+    s: MetaSetup, run: RunDir, *, train_seconds: float, kept: dict[str, Any] | None = None
+) -> TrainResult:
+    """Save the trained weights, evaluate on the test tasks, write results and the report.
+
+    ``kept`` (from :func:`keep_best`) says the weights are those of the best validation, not
+    the last step; it goes into ``results.json`` as ``"kept"``.
+    """
     from manytask.train.report import write_report
 
     cfg = s.cfg
@@ -297,6 +357,7 @@ def finish(s: MetaSetup, run: RunDir, *, train_seconds: float) -> TrainResult:
         "eval_seconds": round(time.perf_counter() - t0, 1),
         "device": str(s.ctx.device),
         "seed": cfg.seed,
+        "kept": kept or {"weights": "last", "step": cfg.train.episodes},
     }
     run.log({"step": cfg.train.episodes, "split": "test", **score.as_dict()})
     run.write_json("results.json", results)

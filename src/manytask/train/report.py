@@ -147,6 +147,14 @@ def write_report(run: RunDir) -> Any:
         f"{results['train_steps']} | {results['train_seconds']:.0f} s on {results['device']} |",
         "",
     ]
+    kept = results.get("kept", {})
+    if kept.get("weights") == "best":
+        lines += [
+            f"Tested with the weights of the best validation (`train.keep: best`): step "
+            f"{kept['step']} of {results['train_steps']}, validation {test['label']} "
+            f"{kept['val']:.4g}.",
+            "",
+        ]
     curves = _plot_curves(records, test)
     if curves is not None:
         run.write_bytes("learning_curves.png", curves)

@@ -7,6 +7,7 @@ Layout::
       metrics.jsonl        one JSON object per line: {"step", "split", ...}
       checkpoints/last.pt  the newest training state (written atomically)
       checkpoints/final.pt the trained learner's weights
+      checkpoints/best.pt  the weights of the best validation (``train.keep: best`` only)
       results.json         final metrics (test accuracy with its 95% CI, wall time)
       report.md            a readable summary with PNG plots beside it
 
@@ -95,6 +96,10 @@ class RunDir:
     @property
     def final_weights(self) -> Path:
         return self.checkpoint_dir / "final.pt"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
 
     def check_new(self) -> None:
         """Raise ``FileExistsError`` if the folder already holds a run."""
