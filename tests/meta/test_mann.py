@@ -478,7 +478,8 @@ def test_homework_recipe_runs_and_loads_back(tmp_path):
 
     results = _tiny(
         "omniglot/mann-2w1s", tmp_path, "data.source=embedded", "train.episodes=3",
-        "train.episode.tasks=4", "train.val_every=0", "eval.episodes=8", "train.log_every=1",
+        "train.episode.tasks=4", "train.val_every=0", "train.keep=last", "eval.episodes=8",
+        "train.log_every=1",
     )  # fmt: skip
     assert results["learner"] == "mann" and results["test"]["tasks"] == 8
     assert "breakdown" not in results["test"]

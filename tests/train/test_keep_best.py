@@ -40,8 +40,7 @@ def test_best_keeps_strict_improvements_in_the_metric_direction():
 @pytest.mark.parametrize(
     "overrides, says",
     [
-        (["train.keep=best", "train.val_every=0"], "never validates"),
-        (["train.keep=best", "train.val_every=7"], "never validates"),  # episodes=6
+        (["train.keep=best", "train.val_every=0"], "turns validation off"),
         (["train.keep=bset"], "train.keep"),
     ],
 )
@@ -126,3 +125,23 @@ def test_keep_last_is_the_default_and_says_so(tmp_path, tiny_overrides):
     assert result is not None
     assert result.results["kept"] == {"weights": "last", "step": 6}
     assert not RunDir(tmp_path / "run").best_weights.exists()
+
+
+def test_keep_best_also_validates_after_the_last_step(tmp_path, tiny_overrides):
+    # val_every=4 of 6 steps: validations at 4 and, for keep=best, at 6 (the last weights).
+    cfg = load_config(
+        recipe_path("omniglot/protonet-5w1s"),
+        [*tiny_overrides, "train.keep=best", "train.val_every=4"],
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result is not None
+    val = [r["step"] for r in RunDir(tmp_path / "run").metrics() if r["split"] == "val"]
+    assert val == [4, 6]
+    assert result.results["kept"]["step"] in (4, 6)
+    # Longer than the run: only the validation after the last step.
+    cfg = load_config(
+        recipe_path("omniglot/protonet-5w1s"),
+        [*tiny_overrides, "train.keep=best", "train.val_every=100"],
+    )
+    result = train(cfg, tmp_path / "run2")
+    assert result is not None and result.results["kept"]["step"] == 6

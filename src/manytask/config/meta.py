@@ -108,8 +108,8 @@ class TrainConfig:
     an impossible request fails when the config is loaded instead of in the allocator.
     ``keep`` says which weights the run ends with (and tests, and saves as ``final.pt``):
     ``"last"``, those of the last step, or ``"best"``, those of the validation with the best
-    metric (checked every ``val_every`` steps, so it needs ``val_every > 0``), saved to
-    ``checkpoints/best.pt`` whenever the validation metric improves.
+    metric (every ``val_every`` steps and after the last step, so it needs
+    ``val_every > 0``), saved to ``checkpoints/best.pt`` whenever the metric improves.
     """
 
     episodes: PositiveInt = 1000
@@ -247,13 +247,11 @@ class MetaConfig:
             )
 
         self._check_episodes(problem, m.learner, LEARNERS.takes(m.learner, "ways"), source)
-        t = self.train
-        if t.keep == "best" and not 0 < t.val_every <= t.episodes:
+        if self.train.keep == "best" and self.train.val_every == 0:
             raise ConfigError(
-                f"train.keep: 'best' keeps the weights of the best validation, but with "
-                f"train.val_every={t.val_every} and train.episodes={t.episodes} the run never "
-                "validates; set train.val_every to a number of steps between 1 and "
-                "train.episodes (e.g. train.val_every=500), or train.keep=last"
+                "train.keep: 'best' keeps the weights of the best validation, but "
+                "train.val_every=0 turns validation off; set train.val_every=N (validate every "
+                "N steps), or train.keep=last to end with the last weights"
             )
         try:
             coerce(self.device.split(":")[0], Literal["auto", "cpu", "cuda", "mps"], "device")

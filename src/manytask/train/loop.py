@@ -178,12 +178,17 @@ def restore_state(run: RunDir, parts: Mapping[str, Stateful]) -> None:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When the loop logs, validates and checkpoints (every N steps; 0 = never validate)."""
+    """When the loop logs, validates and checkpoints (every N steps; 0 = never validate).
+
+    ``val_at_end`` also validates after the last step when it is not a multiple of
+    ``val_every`` (``train.keep: best`` needs the last weights compared too).
+    """
 
     total: int
     log_every: int
     checkpoint_every: int
     val_every: int = 0
+    val_at_end: bool = False
 
 
 def fit(
@@ -244,7 +249,14 @@ def fit(
                 )  # fmt: skip
                 bar.set_postfix(**{k: f"{v:.4g}" for k, v in means.items()})
                 window.reset()
-            if validate is not None and schedule.val_every and clock.step % schedule.val_every == 0:
+            if (
+                validate is not None
+                and schedule.val_every
+                and (
+                    clock.step % schedule.val_every == 0
+                    or (schedule.val_at_end and clock.step == schedule.total)
+                )
+            ):
                 run.log({"step": clock.step, "split": "val", **validate()})
             if clock.step % schedule.checkpoint_every == 0 or clock.step == end:
                 save_state(run, parts)
