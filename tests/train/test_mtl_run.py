@@ -307,6 +307,23 @@ def test_single_task_baselines_delta_m_and_compare(tmp_path, toy, capsys, monkey
     capsys.readouterr()
     assert main(["compare", "mtl0", "mtl1", "mean0", "--out", "cmp2"]) == 0
     assert "| toy [fixed] (2 runs) | toy [mean] (1 run) |" in capsys.readouterr().out
+    # Several columns also get the summary turned sideways: one row per column of runs.
+    assert main(["compare", "mtl0", "mtl1", "mean0", "--baseline", "single", "--out", "cmp3"]) == 0
+    table = capsys.readouterr().out
+    assert "Summary by run" in table
+    assert (
+        "| run | mean accuracy ↑ | mean auc ↑ | mean mae ↓ | mean mse ↓ | Delta_m % (libmtl) ↑"
+        in table
+    )
+    by_run = json.loads((tmp_path / "cmp3/compare.json").read_text())["by_run"]
+    rows = {r[0]: r for r in by_run["rows"]}
+    assert set(rows) == {"toy [fixed] (2 runs)", "toy [mean] (1 run)", "baseline"}
+    r_mean = RunDir("mean0").read_json("results.json")
+    delta = delta_m(r_mean["test"]["per_task"], single["test"]["per_task"],
+                    {m: v["higher_is_better"] for m, v in r_mean["metrics"].items()})  # fmt: skip
+    heads = by_run["headers"]
+    assert rows["toy [mean] (1 run)"][heads.index("Delta_m % (libmtl) ↑")] == f"{delta.value:+.2f}"
+    assert rows["toy [mean] (1 run)"][heads.index("tasks better / worse")].endswith("of 3")
     # A baseline that misses a task is refused before training.
     assert main(["run", str(recipe), "eval.baseline=[single/00-digit]", "--out", "x"]) == 2
     assert "no baseline result for task(s) odd, pos" in capsys.readouterr().err

@@ -280,14 +280,57 @@ class Comparison:
             out[c.label] = rows
         return out
 
+    def by_run(self) -> tuple[list[str], list[list[str]]]:
+        """The summary rows turned sideways: one row per column of runs (and the baseline),
+        one column per mean metric, label-set metric and ``Delta_m``, and, with a baseline,
+        the count of tasks better / worse than it. Returns ``(headers, rows)``.
+
+        Per-task rows are left out: this is the table to read when many methods or models
+        are compared on one data set.
+        """
+        summary = [(label, cells) for label, cells in self.rows()
+                   if label.startswith(("mean ", "Delta_m")) or "(label set)" in label]  # fmt: skip
+        if len(self.tasks) == 1:  # no "mean" rows: the single task's rows instead
+            summary = [(label, cells) for label, cells in self.rows()
+                       if label.startswith(self.tasks[0] + " ")] + summary  # fmt: skip
+        heads = ["run", *(label for label, _ in summary)]
+        transfer = self.transfer()
+        if transfer:
+            heads.append("tasks better / worse")
+        names = [*self.headers()]
+        out = []
+        for i, name in enumerate(names):
+            row = [name, *(cells[i] for _, cells in summary)]
+            if transfer:
+                if i < len(self.columns):
+                    verdicts = [r.verdict for r in transfer[self.columns[i].label]]
+                    row.append(f"{verdicts.count('better')} / {verdicts.count('worse')} "
+                               f"of {len(verdicts)}")  # fmt: skip
+                else:
+                    row.append("")
+            out.append(row)
+        return heads, out
+
     def markdown(self) -> str:
-        """The table as Markdown (values: mean ± 95% CI over seeds), then negative transfer."""
+        """The table as Markdown (values: mean ± 95% CI over seeds), the summary by run
+        (:meth:`by_run`, when more than one column), then negative transfer."""
         heads = self.headers()
         lines = [
             "| task / metric | " + " | ".join(heads) + " |",
             "| --- |" + " ---: |" * len(heads),
         ]
         lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in self.rows()]
+        if len(self.columns) > 1:
+            side_heads, side_rows = self.by_run()
+            lines += [
+                "",
+                "Summary by run (mean ± 95% CI over seeds; tasks better / worse: the "
+                "negative-transfer verdicts below):",
+                "",
+                "| " + " | ".join(side_heads) + " |",
+                "| --- |" + " ---: |" * (len(side_heads) - 1),
+            ]
+            lines += ["| " + " | ".join(r) + " |" for r in side_rows]
         for label, rows in self.transfer().items():
             worse = [r.task for r in rows if r.verdict == "worse"]
             better = [r.task for r in rows if r.verdict == "better"]
@@ -339,6 +382,7 @@ class Comparison:
         return {
             "columns": [{"label": c.label, "runs": c.runs} for c in self.columns],
             "table": {"headers": ["task / metric", *self.headers()], "rows": self.rows()},
+            "by_run": dict(zip(("headers", "rows"), self.by_run(), strict=True)),
             "delta_m": {k: {"mean": m, "ci95": ci} for k, (m, ci) in self.delta.items()},
             "transfer": {
                 k: [dataclasses.asdict(r) for r in rows] for k, rows in self.transfer().items()
