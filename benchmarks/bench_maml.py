@@ -19,6 +19,8 @@ Implementations (a peer that is not installed is skipped):
 - ``manytask``: :class:`manytask.meta.MAML`, grouped backend (every task in one call), fp32;
 - ``manytask-bf16``: the same under ``torch.autocast(dtype=bfloat16)`` (``train.precision:
   bf16``); its error against fp32 is reported;
+- ``manytask-loop``: ``backend="loop"`` (one call per task through the same functional
+  network; every task's graph still in one backward pass);
 - ``manytask-remat``: ``remat=True`` (inner steps recomputed in the backward pass; second
   order only; a memory option, timed for its cost);
 - ``torchfunc-loop``: a plain loop over tasks with ``torch.func.functional_call`` and
@@ -119,9 +121,12 @@ def conv4_with_head(ways: int) -> nn.Sequential:
 # -- implementations: each returns a function computing the meta-gradient into .grad -------------
 
 
-def manytask_impl(s: Setting, batch, *, bf16: bool = False, remat: bool = False):
+def manytask_impl(
+    s: Setting, batch, *, bf16: bool = False, remat: bool = False, backend: str = "grouped"
+):
     learner = MAML(Conv4(hidden=64), in_shape=(1, 28, 28), ways=s.ways, inner_lr=s.inner_lr,
-                   steps=s.steps, first_order=s.order == 1, remat=remat)  # fmt: skip
+                   steps=s.steps, first_order=s.order == 1, remat=remat,
+                   backend=backend)  # fmt: skip
     ref = conv4_with_head(s.ways)
     learner.encoder.load_state_dict(ref[0].state_dict())
     learner.head.load_state_dict(ref[1].state_dict())
@@ -255,6 +260,8 @@ def build(name: str, s: Setting, batch, peers: dict[str, object]):
         return manytask_impl(s, batch, bf16=True)
     if name == "manytask-remat":
         return manytask_impl(s, batch, remat=True) if s.order == 2 else None
+    if name == "manytask-loop":
+        return manytask_impl(s, batch, backend="loop")
     if name == "torchfunc-loop":
         return torchfunc_impl(s, batch)
     if name == "vmap":

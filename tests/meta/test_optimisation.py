@@ -388,3 +388,28 @@ def test_a_diverged_test_score_still_gets_a_report():
     nan = float("nan")
     png = _plot_test([nan, nan], {"mean": nan, "ci95": nan, "metric": "mse", "label": "MSE"}, "x")
     assert png[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "recipe, precision, warns",
+    [
+        ("omniglot/maml-20w1s", "bf16", True),  # 5 inner steps
+        ("omniglot/maml-20w1s", "fp32", False),
+        ("omniglot/maml-5w1s", "bf16", False),  # 1 inner step: measured 9%, no warning
+        ("omniglot/reptile-5w1s", "bf16", False),  # nothing differentiated through the steps
+    ],
+)
+def test_bf16_through_several_inner_steps_warns(recipe, precision, warns, caplog):
+    from manytask.config import load_config
+    from manytask.recipes import recipe_path
+    from manytask.train.context import RunContext
+    from manytask.train.meta import setup
+
+    cfg = load_config(
+        recipe_path(recipe),
+        [f"train.precision={precision}", "data.source=embedded", "eval.episodes=2",
+         "train.val_every=0", "model.encoder_args.hidden=4", "device=cpu"],
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="manytask"):
+        setup(cfg, RunContext(device=torch.device("cpu"), progress=False))
+    assert ("110% off with 5" in caplog.text) is warns
