@@ -106,7 +106,7 @@ def reference(learner, sx, sy, qx, qy, *, steps, lr, order, adapt=None, stats=Fa
 
 
 @pytest.mark.parametrize("backend", ["grouped", "loop"])
-@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("steps", [1, 2, 5])
 def test_maml_second_order_meta_gradient_matches_the_naive_loop(backend, steps):
     # Batch norm in batch-statistics mode is on: the case vmap over tasks gets wrong.
     learner = make(MAML, inner_lr=0.3, steps=steps, backend=backend)
