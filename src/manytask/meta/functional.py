@@ -327,18 +327,20 @@ def _batch_norm(
     w = params[op.weight] if op.weight is not None else None
     bias = params[op.bias] if op.bias is not None else None
     cl = conv and stats_rows is None and h.is_contiguous(memory_format=torch.channels_last)
-    if cl and (twice or h.device.type == "cpu"):
+    precise = h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
+    if cl and (twice or precise):
         # The same arithmetic as elementary ops on the [B*H*W, T*C] view of the channels-last
-        # tensor, in at least fp32 (also under bf16 autocast). On CPU, F.batch_norm on a
-        # channels-last tensor accumulates its statistics and its backward sums row after row:
-        # 20-50x the rounding error of these column sums (measured: the weight gradient 1.4e-5
-        # relative vs 5e-7 at 25 x 28 x 28 rows), which 5 inner steps of MAML amplified to a
-        # meta-gradient 8% off the exact one (benchmarks/maml_precision.py). Their double
-        # backward is also ~4x faster than F.batch_norm's (so second-order passes use it on
-        # every device; single passes on a GPU keep F.batch_norm, whose kernels are accurate).
+        # tensor. Their double backward is ~4x faster than F.batch_norm's on CPU, so every
+        # second-order pass uses them. On CPU, fp32 passes use them too: F.batch_norm on a
+        # channels-last CPU tensor accumulates its statistics and its backward sums row after
+        # row, 20-50x the rounding error of these column sums (the weight gradient 1.6e-5
+        # relative vs 3e-7 at 25 x 28 x 28 rows), which 5 inner steps of MAML amplified to a
+        # meta-gradient 8% off the exact one (benchmarks/maml_precision.py); the price is a
+        # slower single backward (docs/RESULTS.md). Under bf16 autocast (an approximate mode
+        # whose meta-gradient is ~10% off anyway) and on GPUs, F.batch_norm keeps the single
+        # passes.
         c = h.shape[1]
         flat = h.permute(0, 2, 3, 1).reshape(-1, c)
-        flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
         centred = flat - flat.mean(0)
         scale = torch.rsqrt(centred.pow(2).mean(0) + op.eps)
         if w is not None:
