@@ -312,9 +312,9 @@ def test_single_task_baselines_delta_m_and_compare(tmp_path, toy, capsys, monkey
     table = capsys.readouterr().out
     assert "Summary by run" in table
     assert (
-        "| run | mean accuracy ↑ | mean auc ↑ | mean mae ↓ | mean mse ↓ | Delta_m % (libmtl) ↑"
-        in table
-    )
+        "| run | digit accuracy ↑ | odd auc ↑ | pos mse ↓ | mean accuracy ↑ | mean auc ↑ | "
+        "mean mae ↓ | mean mse ↓ | Delta_m % (libmtl) ↑"
+    ) in table
     by_run = json.loads((tmp_path / "cmp3/compare.json").read_text())["by_run"]
     rows = {r[0]: r for r in by_run["rows"]}
     assert set(rows) == {"toy [fixed] (2 runs)", "toy [mean] (1 run)", "baseline"}

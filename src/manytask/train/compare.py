@@ -282,17 +282,19 @@ class Comparison:
 
     def by_run(self) -> tuple[list[str], list[list[str]]]:
         """The summary rows turned sideways: one row per column of runs (and the baseline),
-        one column per mean metric, label-set metric and ``Delta_m``, and, with a baseline,
-        the count of tasks better / worse than it. Returns ``(headers, rows)``.
+        one column per mean metric, label-set metric and ``Delta_m`` (with three tasks or
+        fewer, each task's headline metric first), and, with a baseline, the count of tasks
+        better / worse than it. Returns ``(headers, rows)``.
 
-        Per-task rows are left out: this is the table to read when many methods or models
-        are compared on one data set.
+        This is the table to read when many methods or models are compared on one data set.
         """
-        summary = [(label, cells) for label, cells in self.rows()
+        rows = self.rows()
+        summary = [(label, cells) for label, cells in rows
                    if label.startswith(("mean ", "Delta_m")) or "(label set)" in label]  # fmt: skip
-        if len(self.tasks) == 1:  # no "mean" rows: the single task's rows instead
-            summary = [(label, cells) for label, cells in self.rows()
-                       if label.startswith(self.tasks[0] + " ")] + summary  # fmt: skip
+        if len(self.tasks) <= 3:  # few tasks: each task's headline metric first
+            heads = {f"{t} {self.metrics[t][0]} " for t in self.tasks}
+            summary = [(label, cells) for label, cells in rows
+                       if label.rsplit(" ", 1)[0] + " " in heads] + summary  # fmt: skip
         heads = ["run", *(label for label, _ in summary)]
         transfer = self.transfer()
         if transfer:
