@@ -292,9 +292,9 @@ class Comparison:
         summary = [(label, cells) for label, cells in rows
                    if label.startswith(("mean ", "Delta_m")) or "(label set)" in label]  # fmt: skip
         if len(self.tasks) <= 3:  # few tasks: each task's headline metric first
-            heads = {f"{t} {self.metrics[t][0]} " for t in self.tasks}
+            headline = {f"{t} {self.metrics[t][0]} " for t in self.tasks}
             summary = [(label, cells) for label, cells in rows
-                       if label.rsplit(" ", 1)[0] + " " in heads] + summary  # fmt: skip
+                       if label.rsplit(" ", 1)[0] + " " in headline] + summary  # fmt: skip
         heads = ["run", *(label for label, _ in summary)]
         transfer = self.transfer()
         if transfer:
