@@ -9,6 +9,7 @@ import torch
 import manytask.train.meta as meta_train
 from manytask.cli import main
 from manytask.config import load_config
+from manytask.objectives import get_objective
 from manytask.recipes import recipe_path
 from manytask.train import RunDir, load_run, train
 from manytask.train.evaluate import evaluate
@@ -18,7 +19,7 @@ from manytask.typed import ConfigError
 
 def test_best_keeps_strict_improvements_in_the_metric_direction():
     saved = []
-    up = Best(higher_is_better=True)
+    up = Best(get_objective("classification").better)  # accuracy: higher is better
     assert up.offer(1, 50.0, lambda: saved.append(1))
     assert not up.offer(2, 50.0, lambda: saved.append(2))  # a tie is not better
     assert not up.offer(3, float("nan"), lambda: saved.append(3))
@@ -26,12 +27,12 @@ def test_best_keeps_strict_improvements_in_the_metric_direction():
     assert not up.offer(5, 55.0, lambda: saved.append(5))
     assert saved == [1, 4] and (up.step, up.value) == (4, 60.0)
 
-    down = Best(higher_is_better=False)
+    down = Best(get_objective("regression").better)  # MSE: lower is better
     for step, value in enumerate([0.5, 0.7, 0.2, 0.3]):
         down.offer(step, value, lambda: None)
     assert (down.step, down.value) == (2, 0.2)
 
-    again = Best(higher_is_better=False)
+    again = Best(get_objective("regression").better)
     again.load_state_dict(down.state_dict())
     assert (again.step, again.value) == (2, 0.2)
     assert not again.offer(9, 0.25, lambda: None)

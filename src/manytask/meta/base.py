@@ -123,6 +123,11 @@ class MetaLearner(nn.Module):
         """
         loss.backward()
 
+    def precision_caution(self, precision: str) -> str | None:
+        """What is known to go wrong when training this learner at ``precision`` (``"fp32"``,
+        ``"bf16"``), for the run to warn about; None (the default) when nothing is."""
+        return None
+
     def ways_of(self, support_y: Tensor, ways: int | None) -> int:
         """``ways`` when given, else the labels' maximum + 1 (a device sync: avoid in loops)."""
         if ways is not None:

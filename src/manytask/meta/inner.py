@@ -243,6 +243,17 @@ class InnerLoopLearner(MetaLearner):
             return "none"
         return "first_order" if first_order else "second_order"
 
+    def precision_caution(self, precision: str) -> str | None:
+        """bf16 through several differentiated inner steps: what was measured."""
+        if precision != "bf16" or self.steps <= 1:
+            return None
+        return (
+            f"{self.steps} differentiated inner steps: on Conv4 Omniglot the bf16 meta-gradient of "
+            "MAML was measured 9% off the fp32 one with 1 inner step but 110% off with 5 "
+            "(benchmarks/bench_maml.py, docs/RESULTS.md); compare with an fp32 run before "
+            "relying on it, or use train.precision=fp32"
+        )
+
     def current_steps(self) -> int:
         """``steps`` in training mode, ``test_steps`` in eval mode."""
         return self.steps if self.training else self.test_steps

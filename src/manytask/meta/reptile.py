@@ -111,6 +111,10 @@ class Reptile(InnerLoopLearner):
             lr=self.inner_lr, steps=self.current_steps(), mode="none",
         )  # fmt: skip
 
+    def precision_caution(self, precision: str) -> str | None:
+        """None: Reptile differentiates through no inner step (its update is ``theta - phi``)."""
+        return None
+
     def outer_backward(self, loss: Tensor) -> None:
         """Add ``theta - mean_i phi_i`` of the last training call to ``.grad`` (``loss`` unused).
 

@@ -71,14 +71,16 @@ class Clock:
 class Best:
     """The best validation so far, for ``train.keep: best`` (a stateful part).
 
-    :meth:`offer` compares a validation metric with the best one so far and, when it is
-    strictly better, records it and calls ``save`` (which writes the weights to keep). Its
-    state (step and value of the best validation) goes into every checkpoint, so a resumed
-    run keeps comparing with the same best. A NaN metric is never better.
+    :meth:`offer` compares a validation metric with the best one so far through ``better``
+    (the objective's :meth:`~manytask.objectives.Objective.better`: strictly better in the
+    metric's direction) and, when it is, records it and calls ``save`` (which writes the
+    weights to keep). Its state (step and value of the best validation) goes into every
+    checkpoint, so a resumed run keeps comparing with the same best. A NaN metric is never
+    better.
     """
 
-    def __init__(self, higher_is_better: bool) -> None:
-        self.higher_is_better = higher_is_better
+    def __init__(self, better: Callable[[float, float], bool]) -> None:
+        self.better = better
         self.step: int | None = None
         self.value: float | None = None
 
@@ -86,9 +88,7 @@ class Best:
         """Keep ``value`` (and call ``save``) if it beats the best so far; True if it did."""
         if value != value:  # NaN
             return False
-        if self.value is not None and not (
-            value > self.value if self.higher_is_better else value < self.value
-        ):
+        if self.value is not None and not self.better(value, self.value):
             return False
         save()
         self.step, self.value = step, float(value)

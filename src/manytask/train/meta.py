@@ -88,7 +88,7 @@ class MetaSetup:
             "clock": Clock(),
         }
         if self.cfg.train.keep == "best":
-            parts["best"] = Best(self.objective.higher_is_better)
+            parts["best"] = Best(self.objective.better)
         return parts
 
 
@@ -159,28 +159,12 @@ def setup(cfg: MetaConfig, ctx: RunContext) -> MetaSetup:
         )  # fmt: skip
     test = test_tasks(cfg, source, device)
     learner = build_run_learner(cfg, source).to(device)
-    _warn_bf16_inner_loop(cfg, learner)
+    caution = learner.precision_caution(cfg.train.precision)
+    if caution:
+        log.warning("train.precision=%s: %s", cfg.train.precision, caution)
     optimizer = build_optimizer(learner.parameters(), cfg.train.optim)
     scheduler = build_scheduler(optimizer, cfg.train.optim, cfg.train.episodes)
     return MetaSetup(cfg, ctx, source, objective, learner, optimizer, scheduler, sampler, val, test)
-
-
-def _warn_bf16_inner_loop(cfg: MetaConfig, learner: Any) -> None:
-    """bf16 autocast through several differentiated inner steps: say what was measured."""
-    from manytask.meta.inner import InnerLoopLearner
-    from manytask.meta.reptile import Reptile
-
-    if cfg.train.precision != "bf16" or not isinstance(learner, InnerLoopLearner):
-        return
-    if isinstance(learner, Reptile) or learner.steps <= 1:
-        return
-    log.warning(
-        "train.precision=bf16 with %d inner steps: on Conv4 Omniglot the bf16 meta-gradient "
-        "of MAML was measured 9%% off the fp32 one with 1 inner step but 110%% off with 5 "
-        "(benchmarks/bench_maml.py, docs/RESULTS.md); compare with an fp32 run before "
-        "relying on it, or use train.precision=fp32",
-        learner.steps,
-    )
 
 
 def make_step(s: MetaSetup, run: RunDir, clock: Clock) -> Callable[[], Mapping[str, Tensor]]:
