@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -361,3 +362,16 @@ def test_a_shipped_recipe_runs_from_the_command_line_into_a_file(tmp_path):
     assert "mmoe-synthetic-mmoe: test mean over 2 tasks: mse" in text
     assert "\r" not in text  # plain progress lines, no carriage-return bars in a file
     assert (tmp_path / "r" / "report.md").exists()
+
+
+def test_tasks_per_step_over_the_task_count_says_it_samples_nothing(tmp_path, toy, caplog):
+    """Found by hand: tasks_per_step=100 on 50 tasks trained every task at every step without a
+    word; it still does (a recipe's value must keep working on a task subset) but says so."""
+    cfg = toy_config(**{"train.tasks_per_step": 5, "train.steps": 2, "train.val_every": 0})
+    with caplog.at_level(logging.INFO, logger="manytask"):
+        train(cfg, tmp_path / "r", CTX)
+    assert "tasks_per_step=5 covers all 3 tasks" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="manytask"):
+        train(toy_config(**{"train.steps": 2, "train.val_every": 0}), tmp_path / "s", CTX)
+    assert "covers all" not in caplog.text

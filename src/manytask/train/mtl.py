@@ -250,6 +250,12 @@ def setup(cfg: MTLConfig, ctx: RunContext) -> MTLSetup:
     optimizer = build_optimizer(model.parameters(), cfg.train.optim)
     scheduler = build_scheduler(optimizer, cfg.train.optim, cfg.train.steps)
     tr = cfg.train
+    if tr.tasks_per_step is not None and tr.tasks_per_step >= data.num_tasks:
+        log.info(
+            "train.tasks_per_step=%d covers all %d tasks: every task at every step, no sampling",
+            tr.tasks_per_step,
+            data.num_tasks,
+        )
     sizes = data.sizes("train")
     task_sampler = TaskSampler(
         sizes, tr.tasks_per_step, tr.task_sampling, tr.temperature, seed=cfg.seed
