@@ -331,6 +331,28 @@ def test_single_task_baselines_delta_m_and_compare(tmp_path, toy, capsys, monkey
     assert not (tmp_path / "x").exists()
 
 
+def test_compare_pools_a_run_saved_before_a_setting_existed(tmp_path, toy):
+    """Found on MultiMNIST: seed-0 runs from before Conv4's pool/padding/norm settings (and
+    the affinity diagnostics) existed formed their own column beside seeds 1-2, which wrote
+    the same defaults out; a config is compared with today's defaults filled in."""
+    from manytask.train.compare import compare_runs
+
+    for seed in (0, 1):
+        train(toy_config(**{"seed": seed, "train.val_every": 0}), tmp_path / f"s{seed}", CTX)
+    old = RunDir(tmp_path / "s0")
+    raw = dict(old.read_config())
+    raw["train"] = {k: v for k, v in raw["train"].items() if k != "tensorboard"}
+    raw.pop("diagnostics")
+    raw["quiet"] = not raw["quiet"]
+    (tmp_path / "s0" / "config.yaml").write_text(json.dumps(raw))
+    columns = compare_runs([tmp_path / "s0", tmp_path / "s1"]).columns
+    assert [len(c.runs) for c in columns] == [2]
+    # A setting that differs for real still splits them.
+    raw["train"]["batch_size"] = 4
+    (tmp_path / "s0" / "config.yaml").write_text(json.dumps(raw))
+    assert len(compare_runs([tmp_path / "s0", tmp_path / "s1"]).columns) == 2
+
+
 def test_compare_refuses_unfinished_and_meta_runs(tmp_path, toy, capsys):
     train(toy_config(), tmp_path / "half", CTX, stop_after=2)
     assert main(["compare", str(tmp_path / "half"), "--out", str(tmp_path / "c")]) == 2

@@ -137,8 +137,19 @@ def baseline_values(
 _NOT_COMPARED = ("seed", "name", "description", "device", "quiet")
 
 
+def _normalised(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with today's defaults filled in, so a run saved before a setting existed pools
+    with one that wrote the default out; as saved if today's schema no longer reads it."""
+    from manytask.config import load_config, to_dict
+
+    try:
+        return dict(to_dict(load_config(raw, [])))
+    except (ManytaskError, ValueError, TypeError):
+        return raw
+
+
 def _group_key(run_dir: str | os.PathLike[str], results: dict[str, Any]) -> str:
-    cfg = dict(RunDir(run_dir, writer=False).read_config())
+    cfg = _normalised(dict(RunDir(run_dir, writer=False).read_config()))
     cfg["kind"] = results.get("kind", "multi_task")
     for key in _NOT_COMPARED:
         cfg.pop(key, None)
