@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from manytask.config import load_config, to_dict
 from manytask.mtl.delta import Definition, delta_m
 from manytask.mtl.diagnostics.transfer import TransferRow, negative_transfer, transfer_table
 from manytask.train.rundir import RunDir
@@ -140,8 +141,6 @@ _NOT_COMPARED = ("seed", "name", "description", "device", "quiet")
 def _normalised(raw: dict[str, Any]) -> dict[str, Any]:
     """``raw`` with today's defaults filled in, so a run saved before a setting existed pools
     with one that wrote the default out; as saved if today's schema no longer reads it."""
-    from manytask.config import load_config, to_dict
-
     try:
         return dict(to_dict(load_config(raw, [])))
     except (ManytaskError, ValueError, TypeError):
