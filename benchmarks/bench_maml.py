@@ -122,11 +122,17 @@ def conv4_with_head(ways: int) -> nn.Sequential:
 
 
 def manytask_impl(
-    s: Setting, batch, *, bf16: bool = False, remat: bool = False, backend: str = "grouped"
+    s: Setting,
+    batch,
+    *,
+    bf16: bool = False,
+    remat: bool = False,
+    backend: str = "grouped",
+    workers: int = 1,
 ):
     learner = MAML(Conv4(hidden=64), in_shape=(1, 28, 28), ways=s.ways, inner_lr=s.inner_lr,
                    steps=s.steps, first_order=s.order == 1, remat=remat,
-                   backend=backend)  # fmt: skip
+                   backend=backend, task_workers=workers)  # fmt: skip
     ref = conv4_with_head(s.ways)
     learner.encoder.load_state_dict(ref[0].state_dict())
     learner.head.load_state_dict(ref[1].state_dict())
@@ -262,6 +268,14 @@ def build(name: str, s: Setting, batch, peers: dict[str, object]):
         return manytask_impl(s, batch, remat=True) if s.order == 2 else None
     if name == "manytask-loop":
         return manytask_impl(s, batch, backend="loop")
+    if name == "manytask-workers":  # the loop backend, tasks over one worker per thread
+        return manytask_impl(s, batch, backend="loop", workers=torch.get_num_threads())
+    if name == "manytask-grouped-workers":
+        return manytask_impl(s, batch, workers=torch.get_num_threads())
+    if name == "manytask-pertask":
+        return manytask_impl(s, batch, backend="per_task")
+    if name == "manytask-pertask-workers":
+        return manytask_impl(s, batch, backend="per_task", workers=torch.get_num_threads())
     if name == "torchfunc-loop":
         return torchfunc_impl(s, batch)
     if name == "vmap":

@@ -3,7 +3,8 @@
 Each reference is a naive per-task loop over a small conv net with batch norm, written with
 ``torch.nn.functional`` ops and ``torch.autograd.grad(create_graph=True)``, independently of
 ``manytask.meta.functional``. Meta-gradients are compared in float64 to a relative 1e-5 (they
-agree to ~1e-14), for the grouped backend (every task in one call) and the per-task loop.
+agree to ~1e-14), for the grouped backend (every task in one call), the per-task network and
+the functional_call loop.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def reference(learner, sx, sy, qx, qy, *, steps, lr, order, adapt=None, stats=Fa
 # -- MAML and first-order MAML ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["grouped", "loop"])
+@pytest.mark.parametrize("backend", ["grouped", "per_task", "loop"])
 @pytest.mark.parametrize("steps", [1, 2, 5])
 def test_maml_second_order_meta_gradient_matches_the_naive_loop(backend, steps):
     # Batch norm in batch-statistics mode is on: the case vmap over tasks gets wrong.
@@ -115,8 +116,9 @@ def test_maml_second_order_meta_gradient_matches_the_naive_loop(backend, steps):
     assert_close_rel(meta_gradient(learner, *data), want)
 
 
-def test_fomaml_is_the_query_gradient_at_the_adapted_weights():
-    learner = make(MAML, inner_lr=0.3, steps=2, first_order=True)
+@pytest.mark.parametrize("backend", ["grouped", "per_task"])
+def test_fomaml_is_the_query_gradient_at_the_adapted_weights(backend):
+    learner = make(MAML, inner_lr=0.3, steps=2, first_order=True, backend=backend)
     data = batch(1)
     want = reference(learner, *data, steps=2, lr=0.3, order=1)
     assert_close_rel(meta_gradient(learner, *data), want)
@@ -125,8 +127,9 @@ def test_fomaml_is_the_query_gradient_at_the_adapted_weights():
     assert gap > 1e-4  # the definitions differ, so the test can tell them apart
 
 
-def test_support_statistics_meta_gradient_matches_the_naive_loop():
-    learner = make(MAML, inner_lr=0.3, steps=1, batch_norm="support")
+@pytest.mark.parametrize("backend", ["grouped", "per_task"])
+def test_support_statistics_meta_gradient_matches_the_naive_loop(backend):
+    learner = make(MAML, inner_lr=0.3, steps=1, batch_norm="support", backend=backend)
     data = batch(2)
     want = reference(learner, *data, steps=1, lr=0.3, order=2, stats=True)
     assert_close_rel(meta_gradient(learner, *data), want)
@@ -142,8 +145,9 @@ def test_recomputed_inner_loop_gives_the_same_meta_gradient():
 # -- Meta-SGD, ANIL, Reptile --------------------------------------------------------------------
 
 
-def test_metasgd_meta_gradient_of_weights_and_rates_matches_the_naive_loop():
-    learner = make(MetaSGD, steps=2)
+@pytest.mark.parametrize("backend", ["grouped", "per_task"])
+def test_metasgd_meta_gradient_of_weights_and_rates_matches_the_naive_loop(backend):
+    learner = make(MetaSGD, steps=2, backend=backend)
     data = batch(4)
     want = reference(learner, *data, steps=2, lr=learner.rates(), order=2)
     got = meta_gradient(learner, *data)

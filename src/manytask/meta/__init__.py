@@ -3,7 +3,14 @@
 from manytask.meta.anil import ANIL
 from manytask.meta.base import MetaLearner, check_task_batch
 from manytask.meta.cnp import CNP
-from manytask.meta.functional import GroupedNet, LoopNet, adapt, per_task, task_loss
+from manytask.meta.functional import (
+    GroupedNet,
+    LoopNet,
+    PerTaskNet,
+    adapt,
+    per_task,
+    task_loss,
+)
 from manytask.meta.inner import InnerLoopLearner
 from manytask.meta.lrua import LRUAController
 from manytask.meta.maml import MAML
@@ -28,6 +35,7 @@ __all__ = [
     "MatchingNet",
     "MetaLearner",
     "MetaSGD",
+    "PerTaskNet",
     "ProtoNet",
     "RelationNet",
     "Reptile",

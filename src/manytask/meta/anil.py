@@ -22,7 +22,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from manytask.meta.functional import BatchNormMode
+from manytask.meta.functional import BatchNormMode, per_task
 from manytask.meta.inner import Backend, InnerLoopLearner
 from manytask.typed import PositiveFloat, PositiveInt, Range
 
@@ -42,7 +42,9 @@ class ANIL(InnerLoopLearner):
         test_steps: inner steps in eval mode (``None``: ``steps``).
         first_order: treat the inner gradients as constants.
         batch_norm: ``"transductive"`` or ``"support"`` (see :mod:`manytask.meta.functional`).
-        backend: ``"grouped"``, ``"loop"`` or ``"auto"``.
+        backend: ``"grouped"``, ``"per_task"``, ``"loop"`` or ``"auto"``.
+        task_workers: split each meta-batch over this many worker threads (CPU; see
+            :class:`~manytask.meta.MAML`).
 
     Example:
         >>> from manytask.nn import Conv4
@@ -64,10 +66,12 @@ class ANIL(InnerLoopLearner):
         first_order: bool = False,
         batch_norm: BatchNormMode = "transductive",
         backend: Backend = "auto",
+        task_workers: PositiveInt = 1,
     ) -> None:
         super().__init__(
-            encoder, in_shape, ways, out_features, inner_lr, steps, test_steps, batch_norm, backend
-        )
+            encoder, in_shape, ways, out_features, inner_lr, steps, test_steps, batch_norm,
+            backend, task_workers,
+        )  # fmt: skip
         self.first_order = bool(first_order)
 
     def extra_repr(self) -> str:
@@ -78,8 +82,13 @@ class ANIL(InnerLoopLearner):
     ) -> Tensor:
         """Encode both sets once, adapt the head per task, predict (shapes as :class:`MAML`)."""
         self.check_call(support_x, support_y, query_x, ways)
+        return self.over_tasks(self._tasks, self.named_theta(), support_x, support_y, query_x)
+
+    def _tasks(
+        self, shared: dict[str, Tensor], support_x: Tensor, support_y: Tensor, query_x: Tensor
+    ) -> Tensor:
         t, ns = support_x.shape[:2]
-        theta = self.per_task_theta(t)
+        theta = per_task(shared, t)
         if self.batch_norm == "transductive":
             fs = self.features(theta, support_x)
             fq = self.features(theta, query_x)

@@ -29,15 +29,17 @@ from manytask.meta.functional import (
     GroupedNet,
     LearningRate,
     LoopNet,
+    PerTaskNet,
     TaskNet,
     UnsupportedLayer,
     adapt,
     per_task,
 )
+from manytask.meta.parallel import Compute, over_tasks
 
 __all__ = ["Backend", "InnerLoopLearner"]
 
-Backend = Literal["auto", "grouped", "loop"]
+Backend = Literal["auto", "grouped", "per_task", "loop"]
 
 
 class _Prefixed:
@@ -63,6 +65,14 @@ def _features_net(
     encoder: nn.Module, backend: Backend, batch_norm: BatchNormMode
 ) -> tuple[TaskNet, str]:
     """The encoder as a function of ``encoder.*`` parameters; returns it and its kind."""
+    if backend == "per_task":
+        try:
+            return PerTaskNet(encoder, prefix="encoder."), "per_task"
+        except UnsupportedLayer as exc:
+            raise ValueError(
+                f"backend='per_task' needs an encoder made of supported layers, but {exc}. Use "
+                "backend='loop' with batch_norm='transductive' for any encoder."
+            ) from None
     if backend in ("auto", "grouped"):
         try:
             return GroupedNet(encoder, prefix="encoder."), "grouped"
@@ -75,8 +85,8 @@ def _features_net(
                 ) from None
     if batch_norm == "support":
         raise ValueError(
-            "batch_norm='support' needs backend='grouped' (or 'auto'); the per-task loop only "
-            "does transductive batch norm"
+            "batch_norm='support' needs backend='grouped', 'per_task' or 'auto'; the "
+            "functional_call loop only does transductive batch norm"
         )
     return _Prefixed(LoopNet(encoder), "encoder."), "loop"
 
@@ -96,8 +106,13 @@ class InnerLoopLearner(MetaLearner):
         batch_norm: ``"transductive"`` or ``"support"`` statistics (see
             :mod:`manytask.meta.functional`), the same in training and evaluation.
         backend: ``"grouped"`` runs every task in one call (exact; the encoder must be made of
-            supported layers), ``"loop"`` one ``functional_call`` per task (any encoder),
-            ``"auto"`` the first that fits.
+            supported layers), ``"per_task"`` the same layers one task at a time (the fastest
+            fp32 choice on a CPU, with ``task_workers``), ``"loop"`` one ``functional_call``
+            per task (any encoder), ``"auto"`` grouped if the encoder fits, else loop.
+        task_workers: split each meta-batch's tasks over this many worker threads, forward
+            and backward (CPU only; :mod:`manytask.meta.parallel`). Each worker gets
+            ``torch.get_num_threads() // task_workers`` intra-op threads; ``1`` runs every
+            task in the calling thread.
     """
 
     problems: ClassVar[tuple[Kind, ...]] = ("classification", "regression")
@@ -114,6 +129,7 @@ class InnerLoopLearner(MetaLearner):
         test_steps: int | None,
         batch_norm: BatchNormMode,
         backend: Backend,
+        task_workers: int = 1,
     ) -> None:
         super().__init__()
         from manytask.nn.mlp import output_features
@@ -139,10 +155,13 @@ class InnerLoopLearner(MetaLearner):
             raise ValueError(
                 f"{name}: batch_norm must be 'transductive' or 'support', got {batch_norm!r}"
             )
-        if backend not in ("auto", "grouped", "loop"):
+        if backend not in ("auto", "grouped", "per_task", "loop"):
             raise ValueError(
-                f"{name}: backend must be 'auto', 'grouped' or 'loop', got {backend!r}"
+                f"{name}: backend must be 'auto', 'grouped', 'per_task' or 'loop', got {backend!r}"
             )
+        if isinstance(task_workers, bool) or int(task_workers) < 1:
+            raise ValueError(f"{name}: task_workers must be an int >= 1, got {task_workers!r}")
+        self.task_workers = int(task_workers)
         self.in_shape = tuple(int(s) for s in in_shape)
         self.ways = None if ways is None else int(ways)
         self.out_features = None if out_features is None else int(out_features)
@@ -283,6 +302,21 @@ class InnerLoopLearner(MetaLearner):
             remat=remat,
         )
 
+    def over_tasks(
+        self,
+        compute: Compute,
+        params: Mapping[str, Tensor],
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+    ) -> Tensor:
+        """``compute(params, support_x, support_y, query_x)`` over ``task_workers`` threads.
+
+        ``compute`` gets the shared parameters ``{name: [*shape]}`` and a slice of the tasks
+        (:func:`~manytask.meta.parallel.over_tasks`); with ``task_workers=1`` it is called once.
+        """
+        return over_tasks(compute, params, support_x, support_y, query_x, self.task_workers)
+
     def per_task_theta(self, tasks: int) -> dict[str, Tensor]:
         """``theta`` as per-task rows ``[T, *shape]`` (views: gradients flow back summed)."""
         return per_task(self.named_theta(), tasks)
@@ -295,4 +329,5 @@ class InnerLoopLearner(MetaLearner):
             f"{target}, inner_lr={self.inner_lr:g}, steps={self.steps}, "
             f"test_steps={self.test_steps}, batch_norm={self.batch_norm!r}, "
             f"backend={self.backend!r} ({self.backend_used})"
+            + (f", task_workers={self.task_workers}" if self.task_workers != 1 else "")
         )

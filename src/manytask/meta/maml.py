@@ -32,7 +32,7 @@ from typing import Annotated
 
 from torch import Tensor, nn
 
-from manytask.meta.functional import BatchNormMode
+from manytask.meta.functional import BatchNormMode, per_task
 from manytask.meta.inner import Backend, InnerLoopLearner
 from manytask.typed import PositiveFloat, PositiveInt, Range
 
@@ -56,11 +56,15 @@ class MAML(InnerLoopLearner):
         first_order: first-order MAML (no second derivatives).
         batch_norm: ``"transductive"`` (the paper's) or ``"support"`` statistics for the
             queries (:mod:`manytask.meta.functional`).
-        backend: ``"grouped"`` (every task in one call), ``"loop"`` (one call per task, any
-            encoder) or ``"auto"``.
+        backend: ``"grouped"`` (every task in one call), ``"per_task"`` (the same layers
+            task by task: on a CPU in fp32 the fastest, with ``task_workers``), ``"loop"``
+            (one ``functional_call`` per task, any encoder) or ``"auto"``.
         remat: recompute each inner step in the backward pass instead of storing it (less
             memory for second-order MAML on larger models or many steps; costs one more
             support forward and backward per step).
+        task_workers: split each meta-batch over this many worker threads, forward and
+            backward (CPU; :mod:`manytask.meta.parallel`): on a multi-core CPU, faster than
+            the intra-op threads of many small per-task operations (docs/RESULTS.md).
 
     Example:
         >>> import torch
@@ -89,10 +93,12 @@ class MAML(InnerLoopLearner):
         batch_norm: BatchNormMode = "transductive",
         backend: Backend = "auto",
         remat: bool = False,
+        task_workers: PositiveInt = 1,
     ) -> None:
         super().__init__(
-            encoder, in_shape, ways, out_features, inner_lr, steps, test_steps, batch_norm, backend
-        )
+            encoder, in_shape, ways, out_features, inner_lr, steps, test_steps, batch_norm,
+            backend, task_workers,
+        )  # fmt: skip
         self.first_order = bool(first_order)
         self.remat = bool(remat)
 
@@ -114,9 +120,14 @@ class MAML(InnerLoopLearner):
             Logits ``[T, M, ways]`` or values ``[T, M, out]``.
         """
         self.check_call(support_x, support_y, query_x, ways)
-        theta = self.per_task_theta(support_x.shape[0])
+        return self.over_tasks(self._tasks, self.named_theta(), support_x, support_y, query_x)
+
+    def _tasks(
+        self, theta: dict[str, Tensor], support_x: Tensor, support_y: Tensor, query_x: Tensor
+    ) -> Tensor:
+        fast = per_task(theta, support_x.shape[0])
         phi = self.adapt_tasks(
-            theta, list(theta), support_x, support_y,
+            fast, list(fast), support_x, support_y,
             lr=self.inner_lr, first_order=self.first_order, remat=self.remat,
         )  # fmt: skip
         return self.predict(phi, support_x, query_x)

@@ -23,11 +23,13 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from manytask.meta.functional import BatchNormMode
+from manytask.meta.functional import BatchNormMode, per_task
 from manytask.meta.inner import Backend, InnerLoopLearner
 from manytask.typed import PositiveFloat, PositiveInt, Range
 
 __all__ = ["MetaSGD"]
+
+_RATE = "inner_lr:"  # the rates' keys beside theta's in the dict split over task workers
 
 
 class MetaSGD(InnerLoopLearner):
@@ -45,8 +47,10 @@ class MetaSGD(InnerLoopLearner):
         first_order: drop the second-order terms of the meta-gradient of ``theta`` (the
             rates still get their exact gradient, which needs no second derivative).
         batch_norm: ``"transductive"`` or ``"support"`` (see :mod:`manytask.meta.functional`).
-        backend: ``"grouped"``, ``"loop"`` or ``"auto"``.
+        backend: ``"grouped"``, ``"per_task"``, ``"loop"`` or ``"auto"``.
         remat: recompute each inner step in the backward pass (less memory).
+        task_workers: split each meta-batch over this many worker threads (CPU; see
+            :class:`~manytask.meta.MAML`).
 
     Attributes:
         inner_lrs: the learned rates, one tensor per parameter of ``named_theta()``, in order.
@@ -75,6 +79,7 @@ class MetaSGD(InnerLoopLearner):
         batch_norm: BatchNormMode = "transductive",
         backend: Backend = "auto",
         remat: bool = False,
+        task_workers: PositiveInt = 1,
     ) -> None:
         if not 0 < lr_init_low <= lr_init_high:
             raise ValueError(
@@ -83,8 +88,9 @@ class MetaSGD(InnerLoopLearner):
             )
         mid = 0.5 * (float(lr_init_low) + float(lr_init_high))
         super().__init__(
-            encoder, in_shape, ways, out_features, mid, steps, test_steps, batch_norm, backend
-        )
+            encoder, in_shape, ways, out_features, mid, steps, test_steps, batch_norm, backend,
+            task_workers,
+        )  # fmt: skip
         self.lr_init_low, self.lr_init_high = float(lr_init_low), float(lr_init_high)
         self.first_order = bool(first_order)
         self.remat = bool(remat)
@@ -107,6 +113,7 @@ class MetaSGD(InnerLoopLearner):
             f"lr_init_low={self.lr_init_low:g}, lr_init_high={self.lr_init_high:g}, "
             f"first_order={self.first_order}, batch_norm={self.batch_norm!r}, "
             f"backend={self.backend!r} ({self.backend_used}), remat={self.remat}"
+            + (f", task_workers={self.task_workers}" if self.task_workers != 1 else "")
         )
 
     def rates(self) -> dict[str, Tensor]:
@@ -118,9 +125,17 @@ class MetaSGD(InnerLoopLearner):
     ) -> Tensor:
         """Adapt with the learned rates, then predict the queries (shapes as :class:`MAML`)."""
         self.check_call(support_x, support_y, query_x, ways)
-        theta = self.per_task_theta(support_x.shape[0])
+        params = {**self.named_theta(), **{_RATE + n: a for n, a in self.rates().items()}}
+        return self.over_tasks(self._tasks, params, support_x, support_y, query_x)
+
+    def _tasks(
+        self, params: dict[str, Tensor], support_x: Tensor, support_y: Tensor, query_x: Tensor
+    ) -> Tensor:
+        theta = {n: p for n, p in params.items() if not n.startswith(_RATE)}
+        rates = {n[len(_RATE) :]: p for n, p in params.items() if n.startswith(_RATE)}
+        fast = per_task(theta, support_x.shape[0])
         phi = self.adapt_tasks(
-            theta, list(theta), support_x, support_y,
-            lr=self.rates(), first_order=self.first_order, remat=self.remat,
+            fast, list(fast), support_x, support_y,
+            lr=rates, first_order=self.first_order, remat=self.remat,
         )  # fmt: skip
         return self.predict(phi, support_x, query_x)

@@ -48,7 +48,7 @@ class Reptile(InnerLoopLearner):
         steps: inner SGD steps while training (5 in the paper's Omniglot runs).
         test_steps: inner steps in eval mode (``None``: ``steps``; the paper uses 50).
         batch_norm: ``"transductive"`` or ``"support"`` (see :mod:`manytask.meta.functional`).
-        backend: ``"grouped"``, ``"loop"`` or ``"auto"``.
+        backend: ``"grouped"``, ``"per_task"``, ``"loop"`` or ``"auto"``.
 
     Train it with SGD at learning rate ``epsilon`` (the outer step size); Adam on the same
     direction also works (section 5 of the paper).
