@@ -4,9 +4,10 @@ Every implementation computes the same thing on the same batch from the same wei
 meta-gradient of the mean query loss of ``--tasks`` tasks (Conv4 with batch norm in
 batch-statistics mode and a linear head, 5-way, ``--queries`` queries per class, Omniglot
 28x28 from the embedded copy), after ``steps`` inner SGD steps at ``--inner-lr``, second order
-or first order. Before timing, each meta-gradient is compared with manytask's fp32 one and the
-relative error ``||g - g_manytask|| / ||g_manytask||`` is printed (``wrong`` above 1e-3;
-fp32 implementations that sum in different orders differ by 1e-5 to 1e-4 here).
+or first order. Before timing, each meta-gradient is compared with manytask's fp32 one
+(``--reference``: the grouped call by default, ``manytask-pertask`` for the peers' rounding)
+and the relative error ``||g - g_ref|| / ||g_ref||`` is printed (``wrong`` above 1e-3; fp32
+implementations that sum in different orders differ by 1e-5 to 1e-4 here).
 
 Omniglot's images are binary, so flat regions give exact ties inside max-pool windows, where
 the gradient is not unique: the NCHW kernels the peers use send it to one maximum, the
@@ -19,8 +20,14 @@ Implementations (a peer that is not installed is skipped):
 - ``manytask``: :class:`manytask.meta.MAML`, grouped backend (every task in one call), fp32;
 - ``manytask-bf16``: the same under ``torch.autocast(dtype=bfloat16)`` (``train.precision:
   bf16``); its error against fp32 is reported;
-- ``manytask-loop``: ``backend="loop"`` (one call per task through the same functional
-  network; every task's graph still in one backward pass);
+- ``manytask-loop``: ``backend="loop"`` (one ``functional_call`` per task; every task's
+  graph still in one backward pass);
+- ``manytask-pertask``: ``backend="per_task"`` (the same layers task by task in NCHW, ReLU
+  after max-pool, max-pool maxima found in channels-last layout; rounds like the peers);
+- ``manytask-pertask-workers``: the same with ``task_workers`` = the number of threads (the
+  tasks split over worker threads of one intra-op thread each, forward and backward);
+- ``manytask-workers`` / ``manytask-grouped-workers``: ``task_workers`` with the loop and the
+  grouped backends;
 - ``manytask-remat``: ``remat=True`` (inner steps recomputed in the backward pass; second
   order only; a memory option, timed for its cost);
 - ``torchfunc-loop``: a plain loop over tasks with ``torch.func.functional_call`` and

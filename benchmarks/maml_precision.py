@@ -7,6 +7,8 @@ whose error that is: it computes the same meta-gradient in float64 (the referenc
 reports each implementation's relative L2 error against it:
 
 - ``manytask fp32`` / ``manytask bf16``: :class:`manytask.meta.MAML` (grouped backend);
+- ``per_task fp32`` / ``per_task workers``: ``backend="per_task"``, alone and with
+  ``task_workers=2`` (each worker on one intra-op thread);
 - ``torch.func loop fp32``: the plain per-task ``torch.func`` loop of ``bench_maml.py``
   (the arithmetic the peers share);
 - ``manytask fp64`` against ``torch.func loop fp64``: the two exact computations, which
@@ -32,7 +34,10 @@ from bench_maml import Setting, gradient_of, make_batch, manytask_impl, torchfun
 def meta_gradient(name: str, s: Setting, batch, dtype: torch.dtype) -> Tensor:
     cast = tuple(b.to(dtype) if b.is_floating_point() else b for b in batch)
     bf16 = name == "manytask-bf16"
-    if name.startswith("manytask"):
+    if name.startswith("manytask-pertask"):
+        workers = 2 if name.endswith("workers") else 1
+        run, modules = manytask_impl(s, cast, backend="per_task", workers=workers)
+    elif name.startswith("manytask"):
         run, modules = manytask_impl(s, cast if not bf16 else batch, bf16=bf16)
     else:
         run, modules = torchfunc_impl(s, cast)
@@ -60,8 +65,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = []
     print(f"torch {torch.__version__}; relative L2 error of the meta-gradient vs float64")
-    print(f"{'setting':<34} {'manytask fp32':>14} {'torch.func fp32':>16} {'manytask bf16':>14}"
-          f" {'fp64 vs fp64':>13}")  # fmt: skip
+    print(f"{'setting':<34} {'manytask fp32':>14} {'per_task fp32':>14} {'per_task workers':>17}"
+          f" {'torch.func fp32':>16} {'manytask bf16':>14} {'fp64 vs fp64':>13}")  # fmt: skip
     for order in args.orders:
         for steps in args.steps:
             for shots in args.shots:
@@ -72,6 +77,12 @@ def main() -> None:
                 row = {
                     "setting": s.label(),
                     "manytask_fp32": rel(meta_gradient("manytask", s, batch, torch.float32), ref),
+                    "per_task_fp32": rel(
+                        meta_gradient("manytask-pertask", s, batch, torch.float32), ref
+                    ),
+                    "per_task_workers_fp32": rel(
+                        meta_gradient("manytask-pertask-workers", s, batch, torch.float32), ref
+                    ),
                     "torchfunc_fp32": rel(
                         meta_gradient("torchfunc-loop", s, batch, torch.float32), ref
                     ),
@@ -82,6 +93,7 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(f"{row['setting']:<34} {row['manytask_fp32']:>14.2e} "
+                      f"{row['per_task_fp32']:>14.2e} {row['per_task_workers_fp32']:>17.2e} "
                       f"{row['torchfunc_fp32']:>16.2e} {row['manytask_bf16']:>14.2e} "
                       f"{row['fp64_vs_fp64']:>13.2e}", flush=True)  # fmt: skip
     if args.out:
