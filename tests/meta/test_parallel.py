@@ -187,3 +187,30 @@ def test_per_task_backend_needs_supported_layers():
         MAML(odd, in_shape=(1, SIDE, SIDE), ways=3, backend="per_task")
     rows = per_task({"w": torch.zeros(2)}, 3)
     assert rows["w"].shape == (3, 2)
+
+
+def test_workers_that_cannot_help_are_named():
+    learner = make(MAML, task_workers=4)
+    assert "more than the 2 intra-op threads" in learner.resource_caution("cpu", 2)
+    assert "only splits CPU work; on cuda" in learner.resource_caution("cuda", 2)
+    assert learner.resource_caution("cpu", 4) is None
+    assert make(MAML).resource_caution("cuda", 1) is None
+
+
+def test_a_run_with_more_task_workers_than_threads_warns(caplog):
+    # Found by hand: `model.args.task_workers=1e3` ran 32 one-thread workers on 2 cores
+    # without a word.
+    from manytask.config import load_config
+    from manytask.recipes import recipe_path
+    from manytask.train.context import RunContext
+    from manytask.train.meta import setup
+
+    threads = torch.get_num_threads()
+    cfg = load_config(
+        recipe_path("omniglot/maml-5w1s"),
+        [f"model.args.task_workers={threads + 1}", "data.source=embedded", "eval.episodes=2",
+         "train.val_every=0", "model.encoder_args.hidden=4", "device=cpu"],
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="manytask"):
+        setup(cfg, RunContext(device=torch.device("cpu"), progress=False))
+    assert f"task_workers={threads + 1} is more than the {threads} intra-op" in caplog.text

@@ -128,6 +128,11 @@ class MetaLearner(nn.Module):
         ``"bf16"``), for the run to warn about; None (the default) when nothing is."""
         return None
 
+    def resource_caution(self, device_type: str, threads: int) -> str | None:
+        """What is wasteful about running this learner on ``device_type`` with ``threads``
+        intra-op threads, for the run to warn about; None (the default) when nothing is."""
+        return None
+
     def ways_of(self, support_y: Tensor, ways: int | None) -> int:
         """``ways`` when given, else the labels' maximum + 1 (a device sync: avoid in loops)."""
         if ways is not None:

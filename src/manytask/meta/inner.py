@@ -273,6 +273,23 @@ class InnerLoopLearner(MetaLearner):
             "relying on it, or use train.precision=fp32"
         )
 
+    def resource_caution(self, device_type: str, threads: int) -> str | None:
+        """``task_workers`` that cannot help: off the CPU, or more workers than threads."""
+        if self.task_workers == 1:
+            return None
+        if device_type != "cpu":
+            return (
+                f"task_workers={self.task_workers} only splits CPU work; on {device_type} every "
+                "task runs in the calling thread"
+            )
+        if self.task_workers > threads:
+            return (
+                f"task_workers={self.task_workers} is more than the {threads} intra-op threads "
+                f"torch uses here: each worker gets one thread, so {self.task_workers} threads "
+                f"share {threads} cores (task_workers={threads} is the most that can help)"
+            )
+        return None
+
     def current_steps(self) -> int:
         """``steps`` in training mode, ``test_steps`` in eval mode."""
         return self.steps if self.training else self.test_steps

@@ -162,6 +162,9 @@ def setup(cfg: MetaConfig, ctx: RunContext) -> MetaSetup:
     caution = learner.precision_caution(cfg.train.precision)
     if caution:
         log.warning("train.precision=%s: %s", cfg.train.precision, caution)
+    caution = learner.resource_caution(device.type, torch.get_num_threads())
+    if caution:
+        log.warning("model.args: %s", caution)
     optimizer = build_optimizer(learner.parameters(), cfg.train.optim)
     scheduler = build_scheduler(optimizer, cfg.train.optim, cfg.train.episodes)
     return MetaSetup(cfg, ctx, source, objective, learner, optimizer, scheduler, sampler, val, test)
