@@ -338,7 +338,7 @@ class InnerLoopLearner(MetaLearner):
         """``theta`` as per-task rows ``[T, *shape]`` (views: gradients flow back summed)."""
         return per_task(self.named_theta(), tasks)
 
-    def _hyper_repr(self) -> str:
+    def _hyper_repr(self, workers: bool = True) -> str:
         target = (
             f"ways={self.ways}" if self.ways is not None else f"out_features={self.out_features}"
         )
@@ -346,5 +346,5 @@ class InnerLoopLearner(MetaLearner):
             f"{target}, inner_lr={self.inner_lr:g}, steps={self.steps}, "
             f"test_steps={self.test_steps}, batch_norm={self.batch_norm!r}, "
             f"backend={self.backend!r} ({self.backend_used})"
-            + (f", task_workers={self.task_workers}" if self.task_workers != 1 else "")
+            + (f", task_workers={self.task_workers}" if workers else "")
         )

@@ -112,8 +112,8 @@ class MetaSGD(InnerLoopLearner):
             f"{target}, steps={self.steps}, test_steps={self.test_steps}, "
             f"lr_init_low={self.lr_init_low:g}, lr_init_high={self.lr_init_high:g}, "
             f"first_order={self.first_order}, batch_norm={self.batch_norm!r}, "
-            f"backend={self.backend!r} ({self.backend_used}), remat={self.remat}"
-            + (f", task_workers={self.task_workers}" if self.task_workers != 1 else "")
+            f"backend={self.backend!r} ({self.backend_used}), remat={self.remat}, "
+            f"task_workers={self.task_workers}"
         )
 
     def rates(self) -> dict[str, Tensor]:

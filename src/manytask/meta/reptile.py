@@ -82,7 +82,7 @@ class Reptile(InnerLoopLearner):
         self._direction: dict[str, Tensor] | None = None
 
     def extra_repr(self) -> str:
-        return self._hyper_repr()
+        return self._hyper_repr(workers=False)  # Reptile takes no task_workers
 
     def forward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
