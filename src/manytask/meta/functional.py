@@ -333,8 +333,9 @@ class PerTaskNet:
 
     - a ReLU followed by a max-pool runs after it: both are monotone, so the values and the
       gradients are the same, and the ReLU and its backward touch a quarter of the values;
-    - max-pooling (on the CPU) runs in channels-last layout, whose kernel is vectorised over
-      channels (3-4x faster than the NCHW one here), with the result copied back to NCHW.
+    - max-pooling (on the CPU) finds its maxima in channels-last layout, whose kernel is
+      vectorised over channels (3-4x faster than the NCHW one here, though the layout copies
+      take back most of that), and the backward pass is the NCHW one from the saved indices.
       Where a window holds equal maxima (a blank region of a binary image, say) its gradient
       goes to one of them, as with any max-pool; which one follows the channels-last kernel,
       as in :class:`GroupedNet`.
