@@ -214,3 +214,16 @@ def test_a_run_with_more_task_workers_than_threads_warns(caplog):
     with caplog.at_level("WARNING", logger="manytask"):
         setup(cfg, RunContext(device=torch.device("cpu"), progress=False))
     assert f"task_workers={threads + 1} is more than the {threads} intra-op" in caplog.text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_inference_mode_is_refused_with_a_way_out(workers):
+    # Found by hand: under torch.inference_mode() MAML failed with "element 0 of tensors does
+    # not require grad" (one thread) but ran with task workers, whose threads are not in
+    # inference mode: the same call now fails the same way whatever task_workers is.
+    learner = make(MAML, task_workers=workers).eval()
+    sx, sy, qx, _ = batch(12)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"under torch.no_grad\(\)"):
+        learner(sx, sy, qx, ways=N)
+    with torch.no_grad():
+        assert learner(sx, sy, qx, ways=N).shape == (sx.shape[0], qx.shape[1], N)

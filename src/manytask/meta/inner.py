@@ -227,6 +227,12 @@ class InnerLoopLearner(MetaLearner):
     ) -> Kind:
         """Validate a call; classification calls must have the head's number of ways."""
         name = type(self).__name__
+        if torch.is_inference_mode_enabled() and self.current_steps() > 0:
+            raise RuntimeError(
+                f"{name} adapts to each task by gradient steps, which torch.inference_mode() "
+                "forbids; evaluate under torch.no_grad() instead (no graph is kept for a "
+                "meta-gradient there either)"
+            )
         kind = check_task_batch(support_x, support_y, query_x, ways)
         if kind == "classification":
             if self.ways is None:
