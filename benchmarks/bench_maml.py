@@ -27,7 +27,8 @@ Implementations (a peer that is not installed is skipped):
 - ``manytask-pertask-workers``: the same with ``task_workers`` = the number of threads (the
   tasks split over worker threads of one intra-op thread each, forward and backward);
 - ``manytask-workers`` / ``manytask-grouped-workers``: ``task_workers`` with the loop and the
-  grouped backends;
+  grouped backends; ``manytask-pertask-bf16`` / ``manytask-pertask-workers-bf16``: the
+  per-task network under bf16 autocast;
 - ``manytask-remat``: ``remat=True`` (inner steps recomputed in the backward pass; second
   order only; a memory option, timed for its cost);
 - ``torchfunc-loop``: a plain loop over tasks with ``torch.func.functional_call`` and
@@ -283,6 +284,11 @@ def build(name: str, s: Setting, batch, peers: dict[str, object]):
         return manytask_impl(s, batch, backend="per_task")
     if name == "manytask-pertask-workers":
         return manytask_impl(s, batch, backend="per_task", workers=torch.get_num_threads())
+    if name == "manytask-pertask-bf16":
+        return manytask_impl(s, batch, backend="per_task", bf16=True)
+    if name == "manytask-pertask-workers-bf16":
+        workers = torch.get_num_threads()
+        return manytask_impl(s, batch, backend="per_task", workers=workers, bf16=True)
     if name == "torchfunc-loop":
         return torchfunc_impl(s, batch)
     if name == "vmap":
@@ -394,7 +400,7 @@ def print_result(r: dict) -> None:
     for n, m in sorted(r["median_s"].items(), key=lambda kv: kv[1]):
         ratio = f"{r['median_s'][fastest] / m:15.2f}x" if fastest else f"{'-':>16s}"
         err = r["rel_error_vs_manytask_fp32"][n]
-        flag = "  wrong" if err > 1e-3 and n != "manytask-bf16" else ""
+        flag = "  wrong" if err > 1e-3 and not n.endswith("bf16") else ""
         mem = r.get("peak_mib", {}).get(n)
         mem_s = f"  {mem:7.0f} MiB" if mem is not None else ""
         print(f"  {n:16s} {m:9.3f} {ratio} {err:14.1e}{flag}{mem_s}")
