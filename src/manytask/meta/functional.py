@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from manytask.meta._autograd import vjp
 from manytask.meta.parallel import in_worker
 from manytask.nn.mlp import Flatten as RawFlatten
 
@@ -721,11 +722,5 @@ class _Recompute(torch.autograd.Function):
         with torch.enable_grad():
             inputs = [f.detach().requires_grad_(ctx.needs_input_grad[i + 2])
                       for i, f in enumerate(flat)]  # fmt: skip
-            out = ctx.step(inputs, True)
-            # <out, grad_out> as one scalar: the same vector-Jacobian product, without the
-            # grad_outputs path of autograd.grad (its first use imports sympy, ~4 s).
-            dot = sum((o * g).sum() for o, g in zip(out, grad_out, strict=True) if g is not None)
-            wanted = [x for x in inputs if x.requires_grad]
-            grads = iter(torch.autograd.grad(dot, wanted, allow_unused=True))
-        result = [next(grads) if x.requires_grad else None for x in inputs]
+            result = vjp(ctx.step(inputs, True), grad_out, inputs)
         return (None, None, *result)

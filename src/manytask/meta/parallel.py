@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from manytask.meta._autograd import vjp
+
 __all__ = ["Compute", "chunk_bounds", "in_worker", "over_tasks"]
 
 Compute = Callable[[dict[str, Tensor], Tensor, Tensor, Tensor], Tensor]
@@ -127,6 +129,7 @@ class _Chunked(torch.autograd.Function):
 
         done = _in_workers([functools.partial(job, a, b) for a, b in bounds], intra)
         ctx.chunks = done
+        ctx.bounds = bounds
         ctx.intra = intra
         ctx.n_params = n_params
         ctx.n_data = len(data)
@@ -137,22 +140,9 @@ class _Chunked(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         chunks, ctx.chunks = ctx.chunks, None  # the graphs are freed as the workers finish
 
-        def job(leaves: list[Tensor], out: Tensor, g: Tensor) -> list[Tensor | None]:
-            wanted = [x for x in leaves if x.requires_grad]
-            if not wanted or not out.requires_grad:
-                return [None] * len(leaves)
-            # <out, g> as one scalar: the same vector-Jacobian product, without the
-            # grad_outputs path of autograd.grad (its first use imports sympy, ~4 s).
-            dot = (out * g.to(out.dtype)).sum()
-            grads = iter(torch.autograd.grad(dot, wanted, allow_unused=True))
-            return [next(grads) if x.requires_grad else None for x in leaves]
-
-        starts = [0]
-        for _, out in chunks:
-            starts.append(starts[-1] + out.shape[0])
         jobs = [
-            functools.partial(job, lv, o, grad_out[a:b])
-            for (lv, o), a, b in zip(chunks, starts[:-1], starts[1:], strict=True)
+            functools.partial(vjp, [out], [grad_out[a:b]], leaves)
+            for (leaves, out), (a, b) in zip(chunks, ctx.bounds, strict=True)
         ]
         with torch.enable_grad():
             per_chunk = _in_workers(jobs, ctx.intra)
