@@ -236,6 +236,9 @@ class GroupedNet:
             dict is the one of a learner holding the module as ``encoder``).
         channels_last: keep image activations in channels-last layout (faster grouped
             convolutions on CPU oneDNN and on GPU tensor cores).
+        pool_before_relu: run each ``ReLU, MaxPool`` pair as ``MaxPool, ReLU`` (exact).
+        nhwc_max_pool: on the CPU, find max-pool maxima of NCHW activations in channels-last
+            layout (see :class:`PerTaskNet`, which sets both).
 
     Raises:
         UnsupportedLayer: ``module`` holds a layer without a grouped form.
@@ -248,12 +251,20 @@ class GroupedNet:
         torch.Size([3, 5, 64])
     """
 
-    def __init__(self, module: nn.Module, prefix: str = "", channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        prefix: str = "",
+        channels_last: bool = True,
+        *,
+        pool_before_relu: bool = False,
+        nhwc_max_pool: bool = False,
+    ) -> None:
         ops: list[_Op] = []
         _compile(module, prefix, ops)
-        self.ops = tuple(ops)
+        self.ops = _pool_before_relu(ops) if pool_before_relu else tuple(ops)
         self.channels_last = channels_last
-        self._nhwc_max_pool = False  # set by PerTaskNet
+        self.nhwc_max_pool = nhwc_max_pool
         own = {prefix + n: p for n, p in module.named_parameters()}
         used = [n for op in self.ops for n in _param_names(op)]
         missing = [n for n in used if n not in own]
@@ -294,7 +305,7 @@ class GroupedNet:
             elif isinstance(op, _Norm):
                 h = _batch_norm(h, op, params, t, conv, stats_rows, twice)
             elif isinstance(op, _Pool):
-                if op.kind == "max" and self._nhwc_max_pool and h.device.type == "cpu":
+                if op.kind == "max" and self.nhwc_max_pool and h.device.type == "cpu":
                     h = _NHWCMaxPool.apply(h, op)
                 else:
                     pool = F.max_pool2d if op.kind == "max" else F.avg_pool2d
@@ -356,9 +367,9 @@ class PerTaskNet:
     """
 
     def __init__(self, module: nn.Module, prefix: str = "") -> None:
-        self._net = GroupedNet(module, prefix, channels_last=False)
-        self._net.ops = _pool_before_relu(self._net.ops)
-        self._net._nhwc_max_pool = True
+        self._net = GroupedNet(
+            module, prefix, channels_last=False, pool_before_relu=True, nhwc_max_pool=True
+        )
         self.names = self._net.names
 
     def __repr__(self) -> str:
