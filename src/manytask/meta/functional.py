@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from manytask.meta._autograd import vjp
+from manytask.meta._batch_norm import batch_norm_twice
 from manytask.meta.parallel import in_worker
 from manytask.nn.mlp import Flatten as RawFlatten
 
@@ -477,6 +478,13 @@ def _batch_norm(
         return flat.view(h.shape[0], *h.shape[2:], c).permute(0, 3, 1, 2)
     if conv and stats_rows is None:
         # [B, T*C, H, W]: the channels of F.batch_norm are exactly (task, channel) pairs.
+        if twice and precise:  # a second-order pass: the same values, a cheaper double backward
+            return batch_norm_twice(
+                h,
+                w.reshape(-1) if w is not None else None,
+                bias.reshape(-1) if bias is not None else None,
+                op.eps,
+            )
         return F.batch_norm(
             h,
             None,
