@@ -119,6 +119,8 @@ class _Backward(torch.autograd.Function):
 def _channel_dot(p: Tensor, q: Tensor) -> Tensor:
     """``(p * q).sum`` over every dimension but 1 (channels), of two ``[N, C, *]`` tensors."""
     n, ch = p.shape[:2]
+    dtype = torch.promote_types(p.dtype, q.dtype)  # bf16 activations with fp32 statistics
+    p, q = p.to(dtype), q.to(dtype)
     if p.is_contiguous() and q.is_contiguous():
         return torch.linalg.vecdot(p.view(n, ch, -1), q.view(n, ch, -1)).sum(0)
     return (p * q).sum([0, *range(2, p.dim())])

@@ -454,16 +454,28 @@ def _batch_norm(
     w = params[op.weight] if op.weight is not None else None
     bias = params[op.bias] if op.bias is not None else None
     cl = conv and stats_rows is None and h.is_contiguous(memory_format=torch.channels_last)
-    precise = h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
+    cpu = h.device.type == "cpu"
+    precise = cpu and h.dtype in (torch.float32, torch.float64)
+    if twice and conv and stats_rows is None and cpu and not (cl and precise):
+        # A second-order pass on the CPU: F.batch_norm's values and single backward, with a
+        # double backward of a few fused passes instead of autograd's general formula (a fifth
+        # of a second-order MAML step; meta/_batch_norm.py). [B, T*C, H, W]: the channels are
+        # exactly (task, channel) pairs. Not for fp32 channels-last tensors (next branch).
+        return batch_norm_twice(
+            h,
+            w.reshape(-1) if w is not None else None,
+            bias.reshape(-1) if bias is not None else None,
+            op.eps,
+        )
     if cl and (twice or precise):
         # The same arithmetic as elementary ops on the [B*H*W, T*C] view of the channels-last
-        # tensor. Their double backward is ~4x faster than F.batch_norm's on CPU, so every
-        # second-order pass uses them. On CPU, fp32 passes use them too: F.batch_norm on a
-        # channels-last CPU tensor accumulates its statistics and its backward sums row after
-        # row, 20-50x the rounding error of these column sums (the weight gradient 1.6e-5
-        # relative vs 3e-7 at 25 x 28 x 28 rows), which 5 inner steps of MAML amplified to a
-        # meta-gradient 8% off the exact one (benchmarks/maml_precision.py); the price is a
-        # slower single backward (docs/RESULTS.md). Under bf16 autocast (an approximate mode
+        # tensor. On CPU, fp32 passes use them: F.batch_norm on a channels-last CPU tensor
+        # accumulates its statistics and its backward sums row after row, 20-50x the rounding
+        # error of these column sums (the weight gradient 1.6e-5 relative vs 3e-7 at
+        # 25 x 28 x 28 rows), which 5 inner steps of MAML amplified to a meta-gradient 8% off
+        # the exact one (benchmarks/maml_precision.py); the price is a slower single backward
+        # (docs/RESULTS.md). Their double backward is also ~4x faster than F.batch_norm's, so
+        # second-order passes on GPUs use them too. Under bf16 autocast (an approximate mode
         # whose meta-gradient is ~10% off anyway) and on GPUs, F.batch_norm keeps the single
         # passes.
         c = h.shape[1]
@@ -478,13 +490,6 @@ def _batch_norm(
         return flat.view(h.shape[0], *h.shape[2:], c).permute(0, 3, 1, 2)
     if conv and stats_rows is None:
         # [B, T*C, H, W]: the channels of F.batch_norm are exactly (task, channel) pairs.
-        if twice and precise:  # a second-order pass: the same values, a cheaper double backward
-            return batch_norm_twice(
-                h,
-                w.reshape(-1) if w is not None else None,
-                bias.reshape(-1) if bias is not None else None,
-                op.eps,
-            )
         return F.batch_norm(
             h,
             None,
