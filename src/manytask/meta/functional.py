@@ -306,11 +306,7 @@ class GroupedNet:
             elif isinstance(op, _Norm):
                 h = _batch_norm(h, op, params, t, conv, stats_rows, twice)
             elif isinstance(op, _Pool):
-                if op.kind == "max" and self.nhwc_max_pool and h.device.type == "cpu":
-                    h = _NHWCMaxPool.apply(h, op)
-                else:
-                    pool = F.max_pool2d if op.kind == "max" else F.avg_pool2d
-                    h = pool(h, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
+                h = _pool(h, op, self.nhwc_max_pool)
             elif isinstance(op, _Act):
                 h = op.fn(h)
             elif isinstance(op, _Flatten):
@@ -386,11 +382,70 @@ class PerTaskNet:
     ) -> Tensor:
         rows = {n: p.unbind(0) for n, p in params.items()}  # one UnbindBackward per tensor
         outs = [
-            self._net({n: r[i].unsqueeze(0) for n, r in rows.items()}, x[i : i + 1], stats_rows,
-                      twice=twice)
+            self._one({n: r[i] for n, r in rows.items()}, x[i], stats_rows, twice)
             for i in range(x.shape[0])
-        ]  # fmt: skip
-        return torch.cat(outs)
+        ]
+        return torch.stack(outs)
+
+    def _one(
+        self, p: Mapping[str, Tensor], h: Tensor, stats_rows: int | None, twice: bool
+    ) -> Tensor:
+        """One task: ``p`` its own parameters (no task dimension), ``h`` its batch ``[B, *in]``.
+
+        The layers are called on the parameters as they are, without the reshapes of the
+        grouped layout, which would each add a node to the graph differentiated twice.
+        """
+        conv = h.dim() == 4
+        for op in self._net.ops:
+            if isinstance(op, _Conv):
+                if not conv:
+                    raise UnsupportedLayer("Conv2d after the features were flattened")
+                bias = p[op.bias] if op.bias is not None else None
+                h = F.conv2d(h, p[op.weight], bias, op.stride, op.padding, op.dilation)
+            elif isinstance(op, _Norm):
+                h = _task_norm(h, op, p, stats_rows, twice)
+            elif isinstance(op, _Pool):
+                h = _pool(h, op, nhwc_max=True)
+            elif isinstance(op, _Act):
+                h = op.fn(h)
+            elif isinstance(op, _Flatten):
+                h = h.flatten(1)
+                conv = False
+            else:
+                if conv:
+                    raise UnsupportedLayer("Linear on image activations: add a Flatten first")
+                h = F.linear(h, p[op.weight], p[op.bias] if op.bias is not None else None)
+        return h.flatten(1) if conv else h
+
+
+def _pool(h: Tensor, op: _Pool, nhwc_max: bool) -> Tensor:
+    if op.kind == "max" and nhwc_max and h.device.type == "cpu":
+        return _NHWCMaxPool.apply(h, op)
+    pool = F.max_pool2d if op.kind == "max" else F.avg_pool2d
+    return pool(h, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
+
+
+def _task_norm(
+    h: Tensor, op: _Norm, p: Mapping[str, Tensor], stats_rows: int | None, twice: bool
+) -> Tensor:
+    """Batch norm of one task's ``[B, C, *]`` batch (the per-task form of :func:`_batch_norm`)."""
+    w = p[op.weight] if op.weight is not None else None
+    bias = p[op.bias] if op.bias is not None else None
+    if stats_rows is None:
+        if twice and h.device.type == "cpu":
+            return batch_norm_twice(h, w, bias, op.eps)  # see _batch_norm
+        return F.batch_norm(h, None, None, w, bias, training=True, eps=op.eps)
+    dims = [0, *range(2, h.dim())]
+    ref = h[:stats_rows]
+    mean = ref.mean(dims, keepdim=True)
+    var = ref.var(dims, unbiased=False, keepdim=True)
+    shape = [1, -1] + [1] * (h.dim() - 2)
+    out = (h - mean) * torch.rsqrt(var + op.eps)
+    if w is not None:
+        out = out * w.view(shape)
+    if bias is not None:
+        out = out + bias.view(shape)
+    return out
 
 
 def _pool_before_relu(ops: Sequence[_Op]) -> tuple[_Op, ...]:
