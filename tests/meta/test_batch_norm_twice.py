@@ -223,3 +223,36 @@ def test_per_task_network_uses_it_in_second_order_passes_only():
     assert "NativeBatchNormBackward0" not in _node_names(twice)
     assert "NativeBatchNormBackward0" in _node_names(once)
     torch.testing.assert_close(twice, once, rtol=0, atol=0)
+
+
+def test_grouped_call_under_autocast_swaps_relu_and_pool_exactly():
+    """Under bf16 autocast the grouped call runs ReLU after max-pool: the same values and,
+    through a second-order pass (the pool's double backward hands batch norm an NCHW
+    gradient for a channels-last input), the same derivatives."""
+    from torch import nn
+
+    from manytask.meta import per_task
+    from manytask.meta.functional import GroupedNet
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(4 * 3 * 3, 2))  # fmt: skip
+    swapped = GroupedNet(net)
+    plain = GroupedNet(net)
+    plain._autocast_ops = plain.ops  # the order as written, for reference
+    assert swapped._autocast_ops != swapped.ops
+    x = torch.randn(3, 5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def second_order(g):
+        params = per_task({k: v.detach().requires_grad_() for k, v in net.named_parameters()}, 3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = g(params, x, twice=True)
+            first = torch.autograd.grad(out.float().pow(2).sum(), list(params.values()),
+                                        create_graph=True)  # fmt: skip
+        total = sum(f.float().pow(2).sum() for f in first)
+        return out, torch.autograd.grad(total, list(params.values()))
+
+    out_s, grads_s = second_order(swapped)
+    out_p, grads_p = second_order(plain)
+    torch.testing.assert_close(out_s, out_p, rtol=0, atol=0)
+    for a, b in zip(grads_s, grads_p, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)

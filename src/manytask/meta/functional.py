@@ -237,7 +237,9 @@ class GroupedNet:
             dict is the one of a learner holding the module as ``encoder``).
         channels_last: keep image activations in channels-last layout (faster grouped
             convolutions on CPU oneDNN and on GPU tensor cores).
-        pool_before_relu: run each ``ReLU, MaxPool`` pair as ``MaxPool, ReLU`` (exact).
+        pool_before_relu: run each ``ReLU, MaxPool`` pair as ``MaxPool, ReLU`` (exact: both are
+            monotone, and ReLU then touches a quarter of the values); always done under
+            autocast.
         nhwc_max_pool: on the CPU, find max-pool maxima of NCHW activations in channels-last
             layout (see :class:`PerTaskNet`, which sets both).
 
@@ -264,6 +266,9 @@ class GroupedNet:
         ops: list[_Op] = []
         _compile(module, prefix, ops)
         self.ops = _pool_before_relu(ops) if pool_before_relu else tuple(ops)
+        # Under autocast a ReLU runs after its max-pool whatever pool_before_relu says (exact;
+        # the fp32 order is kept so that fp32 results round as they always have).
+        self._autocast_ops = _pool_before_relu(ops)
         self.channels_last = channels_last
         self.nhwc_max_pool = nhwc_max_pool
         own = {prefix + n: p for n, p in module.named_parameters()}
@@ -294,7 +299,8 @@ class GroupedNet:
             h = x.transpose(0, 1).reshape(b, t * x.shape[2], *x.shape[3:])
             if self.channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
-        for op in self.ops:
+        ops = self._autocast_ops if torch.is_autocast_enabled(x.device.type) else self.ops
+        for op in ops:
             if isinstance(op, _Conv):
                 if not conv:
                     raise UnsupportedLayer("Conv2d after the features were flattened")
