@@ -120,6 +120,14 @@ def test_unknown_recipe_suggests_close_names():
         resolve_recipe("omniglot/protonet-5w1")
 
 
+def test_a_run_folder_given_as_recipe_says_how_to_resume(tmp_path):
+    """Found by hand: `manytask run RUN_DIR` said "recipe file RUN_DIR does not exist"."""
+    (tmp_path / "config.yaml").write_text("family: meta\n")
+    with pytest.raises(FileNotFoundError, match=r"run folder.*--resume"):
+        resolve_recipe(str(tmp_path))
+    assert resolve_recipe(str(tmp_path / "config.yaml")) == tmp_path / "config.yaml"
+
+
 def test_unknown_family_lists_the_families():
     with pytest.raises(ConfigError, match=r"family: 'metta'.*Did you mean 'meta'"):
         load_config({"family": "metta"})

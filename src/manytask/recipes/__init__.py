@@ -37,6 +37,12 @@ def resolve_recipe(name_or_path: str) -> Path:
     """A path to an existing YAML file, or the shipped recipe of that name."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir() and (p / "config.yaml").is_file():
+            raise FileNotFoundError(
+                f"{p} is a run folder, not a recipe: to continue it, "
+                f"manytask run --resume {p}; to run its recipe again, "
+                f"manytask run {p / 'config.yaml'}"
+            )
         if not p.is_file():
             raise FileNotFoundError(f"recipe file {p} does not exist")
         return p
