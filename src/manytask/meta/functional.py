@@ -240,8 +240,6 @@ class GroupedNet:
         pool_before_relu: run each ``ReLU, MaxPool`` pair as ``MaxPool, ReLU`` (exact: both are
             monotone, and ReLU then touches a quarter of the values); always done under
             autocast.
-        nhwc_max_pool: on the CPU, find max-pool maxima of NCHW activations in channels-last
-            layout (see :class:`PerTaskNet`, which sets both).
 
     Raises:
         UnsupportedLayer: ``module`` holds a layer without a grouped form.
@@ -261,7 +259,6 @@ class GroupedNet:
         channels_last: bool = True,
         *,
         pool_before_relu: bool = False,
-        nhwc_max_pool: bool = False,
     ) -> None:
         ops: list[_Op] = []
         _compile(module, prefix, ops)
@@ -270,7 +267,6 @@ class GroupedNet:
         # the fp32 order is kept so that fp32 results round as they always have).
         self._autocast_ops = _pool_before_relu(ops)
         self.channels_last = channels_last
-        self.nhwc_max_pool = nhwc_max_pool
         own = {prefix + n: p for n, p in module.named_parameters()}
         used = [n for op in self.ops for n in _param_names(op)]
         missing = [n for n in used if n not in own]
@@ -312,7 +308,7 @@ class GroupedNet:
             elif isinstance(op, _Norm):
                 h = _batch_norm(h, op, params, t, conv, stats_rows, twice)
             elif isinstance(op, _Pool):
-                h = _pool(h, op, self.nhwc_max_pool)
+                h = _pool(h, op)
             elif isinstance(op, _Act):
                 h = op.fn(h)
             elif isinstance(op, _Flatten):
@@ -370,9 +366,7 @@ class PerTaskNet:
     """
 
     def __init__(self, module: nn.Module, prefix: str = "") -> None:
-        self._net = GroupedNet(
-            module, prefix, channels_last=False, pool_before_relu=True, nhwc_max_pool=True
-        )
+        self._net = GroupedNet(module, prefix, channels_last=False, pool_before_relu=True)
         self.names = self._net.names
 
     def __repr__(self) -> str:
@@ -411,7 +405,8 @@ class PerTaskNet:
             elif isinstance(op, _Norm):
                 h = _task_norm(h, op, p, stats_rows, twice)
             elif isinstance(op, _Pool):
-                h = _pool(h, op, nhwc_max=True)
+                cpu_max = op.kind == "max" and h.device.type == "cpu"
+                h = _NHWCMaxPool.apply(h, op) if cpu_max else _pool(h, op)
             elif isinstance(op, _Act):
                 h = op.fn(h)
             elif isinstance(op, _Flatten):
@@ -424,9 +419,7 @@ class PerTaskNet:
         return h.flatten(1) if conv else h
 
 
-def _pool(h: Tensor, op: _Pool, nhwc_max: bool) -> Tensor:
-    if op.kind == "max" and nhwc_max and h.device.type == "cpu":
-        return _NHWCMaxPool.apply(h, op)
+def _pool(h: Tensor, op: _Pool) -> Tensor:
     pool = F.max_pool2d if op.kind == "max" else F.avg_pool2d
     return pool(h, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
 
@@ -442,16 +435,7 @@ def _task_norm(
             return batch_norm_twice(h, w, bias, op.eps)  # see _batch_norm
         return F.batch_norm(h, None, None, w, bias, training=True, eps=op.eps)
     dims = [0, *range(2, h.dim())]
-    ref = h[:stats_rows]
-    mean = ref.mean(dims, keepdim=True)
-    var = ref.var(dims, unbiased=False, keepdim=True)
-    shape = [1, -1] + [1] * (h.dim() - 2)
-    out = (h - mean) * torch.rsqrt(var + op.eps)
-    if w is not None:
-        out = out * w.view(shape)
-    if bias is not None:
-        out = out + bias.view(shape)
-    return out
+    return _normalise(h, h[:stats_rows], dims, [1, -1] + [1] * (h.dim() - 2), w, bias, op.eps)
 
 
 def _pool_before_relu(ops: Sequence[_Op]) -> tuple[_Op, ...]:
@@ -562,16 +546,25 @@ def _batch_norm(
         )
     if conv:  # statistics of the first stats_rows examples (the support set) for all of them
         dims = [0, *range(2, h.dim())]
-        ref = h[:stats_rows]
-        mean = ref.mean(dims, keepdim=True)
-        var = ref.var(dims, unbiased=False, keepdim=True)
-        shape = [1, -1] + [1] * (h.dim() - 2)
-    else:  # [T, B, F]
-        ref = h if stats_rows is None else h[:, :stats_rows]
-        mean = ref.mean(1, keepdim=True)
-        var = ref.var(1, unbiased=False, keepdim=True)
-        shape = [t, 1, -1]
-    out = (h - mean) * torch.rsqrt(var + op.eps)
+        return _normalise(h, h[:stats_rows], dims, [1, -1] + [1] * (h.dim() - 2), w, bias, op.eps)
+    ref = h if stats_rows is None else h[:, :stats_rows]  # [T, B, F]
+    return _normalise(h, ref, [1], [t, 1, -1], w, bias, op.eps)
+
+
+def _normalise(
+    h: Tensor,
+    ref: Tensor,
+    dims: list[int],
+    shape: list[int],
+    w: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    """``h`` normalised with the biased statistics of ``ref`` over ``dims``, then scaled and
+    shifted by ``w`` and ``bias`` reshaped to ``shape``."""
+    mean = ref.mean(dims, keepdim=True)
+    var = ref.var(dims, unbiased=False, keepdim=True)
+    out = (h - mean) * torch.rsqrt(var + eps)
     if w is not None:
         out = out * w.reshape(shape)
     if bias is not None:
