@@ -46,15 +46,14 @@ class _BatchNorm(torch.autograd.Function):
                                                          eps)  # fmt: skip
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.eps = eps
-        ctx.affine = (weight is not None, bias is not None)
+        ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, gy: Tensor):
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _Backward.apply(gy, x, weight, mean, rstd, ctx.eps)
-        has_w, has_b = ctx.affine
-        return gx, gw if has_w else None, gb if has_b else None, None
+        gx, gw, gb = _Backward.apply(gy, x, weight, mean, rstd, ctx.eps)  # gw: None without weight
+        return gx, gw, gb if ctx.has_bias else None, None
 
 
 class _Backward(torch.autograd.Function):
