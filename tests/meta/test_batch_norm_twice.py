@@ -214,10 +214,12 @@ def test_per_task_network_uses_it_in_second_order_passes_only():
 
     from manytask.meta import PerTaskNet, per_task
 
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+    # Four input channels: patches of 36 values, too many for the first-order stem block
+    # (tests/meta/test_stem.py), so that both passes run the ordinary layers.
+    net = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear(4 * 3 * 3, 2))  # fmt: skip
     params = per_task({k: v.requires_grad_() for k, v in net.named_parameters()}, tasks=2)
-    x = torch.randn(2, 3, 1, 8, 8)
+    x = torch.randn(2, 3, 4, 8, 8)
     twice, once = PerTaskNet(net)(params, x, twice=True), PerTaskNet(net)(params, x)
     assert "_BatchNormBackward" in _node_names(twice)
     assert "NativeBatchNormBackward0" not in _node_names(twice)

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from manytask.meta._autograd import vjp
 from manytask.meta._batch_norm import batch_norm_twice
+from manytask.meta._stem import StemSpec, stem_block
 from manytask.meta.parallel import in_worker
 from manytask.nn.mlp import Flatten as RawFlatten
 
@@ -368,6 +369,8 @@ class PerTaskNet:
     def __init__(self, module: nn.Module, prefix: str = "") -> None:
         self._net = GroupedNet(module, prefix, channels_last=False, pool_before_relu=True)
         self.names = self._net.names
+        own = {prefix + n: p for n, p in module.named_parameters()}
+        self._stem = _stem_spec(self._net.ops, own)
 
     def __repr__(self) -> str:
         return f"PerTaskNet({len(self._net.ops)} ops)"
@@ -396,7 +399,22 @@ class PerTaskNet:
         grouped layout, which would each add a node to the graph differentiated twice.
         """
         conv = h.dim() == 4
-        for op in self._net.ops:
+        ops = self._net.ops
+        if self._stem is not None and _stem_applies(h, twice):
+            spec, taken = self._stem
+            c, n = ops[0], ops[1]
+            assert isinstance(c, _Conv) and isinstance(n, _Norm)
+            h = stem_block(
+                h,
+                p[c.weight],
+                p[c.bias] if c.bias is not None else None,
+                p[n.weight] if n.weight is not None else None,
+                p[n.bias] if n.bias is not None else None,
+                spec,
+                stats_rows,
+            )
+            ops = ops[taken:]
+        for op in ops:
             if isinstance(op, _Conv):
                 if not conv:
                     raise UnsupportedLayer("Conv2d after the features were flattened")
@@ -417,6 +435,52 @@ class PerTaskNet:
                     raise UnsupportedLayer("Linear on image activations: add a Flatten first")
                 h = F.linear(h, p[op.weight], p[op.bias] if op.bias is not None else None)
         return h.flatten(1) if conv else h
+
+
+#: The most input values per output (``C_in * k_h * k_w``) for which the first block runs as
+#: one :func:`~manytask.meta._stem.stem_block` (its statistics come from a ``K x K`` covariance).
+STEM_MAX_PATCH = 32
+
+
+def _stem_spec(ops: Sequence[_Op], own: Mapping[str, Tensor]) -> tuple[StemSpec, int] | None:
+    """The spec of a first ``Conv2d, BatchNorm2d, MaxPool2d[, ReLU]`` block with small patches
+    (``ReLU, MaxPool`` already swapped), and how many ops it covers; None if there is none."""
+    if len(ops) < 3:
+        return None
+    c, n, pool = ops[0], ops[1], ops[2]
+    if not (isinstance(c, _Conv) and isinstance(n, _Norm) and isinstance(pool, _Pool)):
+        return None
+    weight = own[c.weight]
+    if pool.kind != "max" or weight.dim() != 4 or weight[0].numel() > STEM_MAX_PATCH:
+        return None
+    relu = len(ops) > 3 and isinstance(ops[3], _Act) and ops[3].fn is F.relu
+    pair = torch.nn.modules.utils._pair
+    spec = StemSpec(
+        kernel=(weight.shape[2], weight.shape[3]),
+        stride=pair(c.stride),
+        padding=pair(c.padding),
+        dilation=pair(c.dilation),
+        eps=n.eps,
+        pool_kernel=pair(pool.kernel),
+        pool_stride=pair(pool.kernel if pool.stride is None else pool.stride),
+        pool_padding=pair(pool.padding),
+        ceil_mode=pool.ceil_mode,
+        relu=relu,
+    )
+    return spec, 4 if relu else 3
+
+
+def _stem_applies(h: Tensor, twice: bool) -> bool:
+    """Whether the first block may run as one stem_block: a first-order pass (its backward is
+    not differentiated again) over CPU images in full precision, which are not differentiated."""
+    return (
+        not twice
+        and h.dim() == 4
+        and h.device.type == "cpu"
+        and h.dtype in (torch.float32, torch.float64)
+        and not h.requires_grad
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def _pool(h: Tensor, op: _Pool) -> Tensor:

@@ -1,0 +1,181 @@
+"""The first block of an image network (convolution, batch norm, max-pool, ReLU) in one pass.
+
+The first convolution of a Conv4 sees one input channel: each output value is a dot product
+of nine pixels, so the block's time goes to moving its output, 64 channels at full resolution
+(15 MB for 75 Omniglot images), through batch norm, the pool and their backward passes - two
+fifths of a MAML step's query pass on a CPU (docs/RESULTS.md). With few input values per
+output (``K = C_in * k_h * k_w``), three facts let the block skip most of that traffic:
+
+- the batch statistics of the convolution's output ``x = W p + b`` (``p`` a patch of the
+  input) follow from the patches' mean ``m`` and covariance ``S`` (``K x K``):
+  ``mean = W m + b``, ``var = diag(W S W^T)`` - no pass over ``x``;
+- batch norm is a per-channel affine map ``s * x + t`` (``s = gamma / sqrt(var + eps)``), and a
+  max-pool commutes with it where ``s >= 0``; where ``s < 0`` it picks the minimum, so those
+  channels are convolved with ``-W, -b`` and pooled as maxima. The affine map then runs on the
+  pooled values, a quarter of the full resolution;
+- the convolution is one matrix product of the ``[N*L, K]`` patches with ``W^T``, whose
+  output is channels-last, the layout of the fast CPU max-pool.
+
+The backward pass is written out: the pool's gradient is scattered to the full resolution
+once and multiplied with the patches for the weight's gradient; the statistics contribute
+``g_mean m^T + 2 g_var W S`` (``S`` symmetric). Values and gradients are those of
+``relu(max_pool(batch_norm(conv(x))))`` up to rounding (tested against it in float64), except
+where a pool window holds equal maxima, whose gradient goes to one of them either way.
+
+It is a first-order operation: asked for a graph of its backward (``create_graph=True``), it
+raises instead of returning a gradient whose own derivative would be missing. MAML uses it for
+the query pass, whose backward runs once, and for first-order inner steps; the support passes
+of a second-order inner loop (``twice=True``) keep the ordinary layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["StemSpec", "stem_block"]
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The block's hyper-parameters: the convolution's, the batch norm's eps, the pool's."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    eps: float
+    pool_kernel: tuple[int, int]
+    pool_stride: tuple[int, int]
+    pool_padding: tuple[int, int]
+    ceil_mode: bool
+    relu: bool
+
+
+def stem_block(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    spec: StemSpec,
+    stats_rows: int | None = None,
+) -> Tensor:
+    """``[relu](max_pool(batch_norm(conv2d(x, weight, bias))))`` with training-mode batch norm
+    (biased batch statistics, no running statistics), NCHW in and out.
+
+    Args:
+        x: ``[N, C_in, H, W]`` inputs, not differentiated.
+        weight, bias: the convolution's (``[C, C_in, k_h, k_w]``, ``[C]`` or None).
+        gamma, beta: batch norm's affine parameters (``[C]`` or None).
+        spec: the layers' hyper-parameters.
+        stats_rows: normalise with the statistics of the first ``stats_rows`` examples only.
+    """
+    if x.requires_grad:
+        raise ValueError("stem_block: its input is not differentiated (image data only)")
+    return _Stem.apply(x, weight, bias, gamma, beta, spec, stats_rows)
+
+
+class _Stem(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, spec: StemSpec, stats_rows):
+        n = x.shape[0]
+        c = weight.shape[0]
+        patches = _patches(x, spec)  # [N*L, K]: one row per output position
+        k = patches.shape[1]
+        ho = _out_size(x.shape[2], spec, 0)
+        wo = _out_size(x.shape[3], spec, 1)
+        length = ho * wo
+        ref = patches if stats_rows is None else patches[: stats_rows * length]
+        m = ref.shape[0]
+        mean_p = ref.sum(0) / m
+        centred = ref - mean_p
+        cov = (centred.T @ centred) / m
+        w = weight.reshape(c, k)
+        # The convolution's bias shifts x and its mean alike: x - mean = W (p - m) without it.
+        mean = w @ mean_p
+        cov_w = w @ cov  # [C, K]; var = diag(W S W^T)
+        var = (cov_w * w).sum(1)
+        rstd = torch.rsqrt(var + spec.eps)
+        scale = rstd if gamma is None else gamma * rstd
+        sign = torch.where(scale >= 0, 1.0, -1.0).to(x.dtype)
+        # sign * (x - b), channels-last: [N*L, C] is [N, Ho, Wo, C]
+        h = (patches @ (w * sign[:, None]).T).view(n, ho, wo, c).permute(0, 3, 1, 2)
+        pooled, idx = F.max_pool2d(
+            h, spec.pool_kernel, spec.pool_stride, spec.pool_padding,
+            ceil_mode=spec.ceil_mode, return_indices=True,
+        )  # fmt: skip
+        centred_out = pooled - (sign * mean)[:, None, None]  # sign * (x - mean) at the maxima
+        abs_scale = (sign * scale)[:, None, None]
+        if beta is None:
+            y = centred_out * abs_scale
+        else:
+            y = torch.addcmul(beta[:, None, None], centred_out, abs_scale)
+        if spec.relu:
+            y = y.relu_()
+        ctx.save_for_backward(patches, weight, gamma, h, idx, centred_out, y, mean_p, cov_w,
+                              rstd, scale, sign)  # fmt: skip
+        ctx.spec = spec
+        ctx.has = (bias is not None, beta is not None)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: a derivative of this one is wanted
+            raise RuntimeError(
+                "stem_block is first order: its backward pass cannot be differentiated again. "
+                "Networks call it only in passes without twice=True (PerTaskNet); pass "
+                "twice=True for a pass whose gradient is differentiated."
+            )
+        patches, weight, gamma, h, idx, centred_out, y, mean_p, cov_w, rstd, scale, sign = (
+            ctx.saved_tensors
+        )
+        spec = ctx.spec
+        has_bias, has_beta = ctx.has
+        c = weight.shape[0]
+        g = gy.contiguous(memory_format=torch.channels_last)
+        if spec.relu:
+            g = torch.ops.aten.threshold_backward(g, y, 0.0)  # keeps the layout
+        flat = g.permute(0, 2, 3, 1).reshape(-1, c)  # a view: g is channels-last
+        g_t = flat.sum(0)
+        g_abs = torch.linalg.vecdot(flat, centred_out.permute(0, 2, 3, 1).reshape(-1, c), dim=0)
+        g_pool = g * (sign * scale)[:, None, None]
+        pair = torch.nn.modules.utils._pair
+        g_h = torch.ops.aten.max_pool2d_with_indices_backward(
+            g_pool, h, pair(spec.pool_kernel), pair(spec.pool_stride), pair(spec.pool_padding),
+            [1, 1], spec.ceil_mode, idx,
+        )  # fmt: skip
+        g_h = g_h.permute(0, 2, 3, 1).reshape(-1, c)  # [N*L, C]
+        g_w = (g_h.T @ patches) * sign[:, None]  # through the convolution (without its bias)
+        # through the statistics: y = sign * scale * (pooled - sign * mean) + beta
+        g_mean = -scale * g_t
+        g_scale = sign * g_abs
+        g_rstd = g_scale if gamma is None else g_scale * gamma
+        g_var = -0.5 * g_rstd * rstd.pow(3)
+        g_w = g_w + torch.outer(g_mean, mean_p) + 2.0 * g_var[:, None] * cov_w
+        g_gamma = None if gamma is None else g_scale * rstd
+        # The bias's two paths (the convolution, the mean) cancel exactly: batch norm removes it.
+        g_bias = torch.zeros_like(g_t) if has_bias else None
+        return (None, g_w.view_as(weight), g_bias, g_gamma, g_t if has_beta else None,
+                None, None)  # fmt: skip
+
+
+def _patches(x: Tensor, spec: StemSpec) -> Tensor:
+    """``[N*Ho*Wo, C_in*k_h*k_w]``: the convolution's input patches, in ``F.unfold``'s order."""
+    cin = x.shape[1]
+    (kh, kw), (sh, sw) = spec.kernel, spec.stride
+    if spec.dilation == (1, 1):  # one copy of a strided view
+        ph, pw = spec.padding
+        win = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        win = win.unfold(2, kh, sh).unfold(3, kw, sw)  # [N, C_in, Ho, Wo, k_h, k_w]
+        return win.permute(0, 2, 3, 1, 4, 5).reshape(-1, cin * kh * kw)
+    cols = F.unfold(x, spec.kernel, spec.dilation, spec.padding, spec.stride)  # [N, K, L]
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _out_size(size: int, spec: StemSpec, d: int) -> int:
+    span = spec.dilation[d] * (spec.kernel[d] - 1) + 1
+    return (size + 2 * spec.padding[d] - span) // spec.stride[d] + 1

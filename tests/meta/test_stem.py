@@ -1,0 +1,193 @@
+"""The first-order stem block: conv, batch norm, max-pool and ReLU of the first layer in one
+operation, against the layers written out (float64, and fp32 rounding)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manytask.meta import PerTaskNet, per_task
+from manytask.meta._stem import StemSpec, stem_block
+from manytask.meta.functional import STEM_MAX_PATCH, task_loss
+
+
+def _spec(**kw) -> StemSpec:
+    base = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), eps=1e-5,
+                pool_kernel=(2, 2), pool_stride=(2, 2), pool_padding=(0, 0), ceil_mode=False,
+                relu=True)  # fmt: skip
+    base.update(kw)
+    return StemSpec(**base)
+
+
+def _layers(x, w, b, g, be, spec: StemSpec, stats_rows=None):
+    """The block as its layers: conv2d, batch norm (batch statistics), max_pool2d, ReLU."""
+    h = F.conv2d(x, w, b, spec.stride, spec.padding, spec.dilation)
+    if stats_rows is None:
+        h = F.batch_norm(h, None, None, g, be, training=True, eps=spec.eps)
+    else:
+        ref = h[:stats_rows]
+        mean = ref.mean((0, 2, 3), keepdim=True)
+        var = ref.var((0, 2, 3), unbiased=False, keepdim=True)
+        h = (h - mean) * torch.rsqrt(var + spec.eps)
+        if g is not None:
+            h = h * g.view(1, -1, 1, 1)
+        if be is not None:
+            h = h + be.view(1, -1, 1, 1)
+    h = F.max_pool2d(h, spec.pool_kernel, spec.pool_stride, spec.pool_padding,
+                     ceil_mode=spec.ceil_mode)  # fmt: skip
+    return F.relu(h) if spec.relu else h
+
+
+def _case(cin=1, c=6, n=4, size=11, kernel=(3, 3), affine=True, bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, cin, size, size, generator=gen, dtype=torch.float64)
+    w = torch.randn(c, cin, *kernel, generator=gen, dtype=torch.float64) * 0.5
+    b = torch.randn(c, generator=gen, dtype=torch.float64) if bias else None
+    g = be = None
+    if affine:
+        g = torch.rand(c, generator=gen, dtype=torch.float64) + 0.5
+        g[::2] *= -1  # negative scales: those channels pool minima
+        be = torch.randn(c, generator=gen, dtype=torch.float64) * 0.2
+    return x, w, b, g, be
+
+
+CASES = {
+    "conv4": ({}, {}),
+    "no-affine": ({"affine": False}, {}),
+    "no-bias": ({"bias": False}, {}),
+    "no-relu": ({}, {"relu": False}),
+    "rgb-stride2-nopad": ({"cin": 3, "size": 13}, {"stride": (2, 2), "padding": (0, 0)}),
+    "dilated": ({"size": 12}, {"dilation": (2, 2), "padding": (2, 2)}),
+    "overlapping-pool": ({}, {"pool_kernel": (3, 3), "pool_stride": (2, 2)}),
+    "padded-ceil-pool": ({"size": 10}, {"pool_padding": (1, 1), "ceil_mode": True}),
+    "rect-kernel": ({"kernel": (1, 5)}, {"kernel": (1, 5), "padding": (0, 2)}),
+}
+
+
+@pytest.mark.parametrize("stats_rows", [None, 2])
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_and_gradients_equal_the_layers_float64(name, stats_rows):
+    case_kw, spec_kw = CASES[name]
+    x, w, b, g, be = _case(**case_kw)
+    spec = _spec(**spec_kw)
+    params = [t for t in (w, b, g, be) if t is not None]
+    for t in params:
+        t.requires_grad_()
+    ref = _layers(x, w, b, g, be, spec, stats_rows)
+    out = stem_block(x, w, b, g, be, spec, stats_rows)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    cot = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=ref.dtype)
+    want = torch.autograd.grad(ref, params, cot)
+    got = torch.autograd.grad(out, params, cot)
+    for a, r in zip(got, want, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-11)
+
+
+def test_fp32_rounding_no_worse_than_the_layers():
+    """At Conv4's first layer with Omniglot-like input (binary strokes plus noise), fp32."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(20, 1, 28, 28, generator=gen) > 0.8).double()
+    x = x + 0.01 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    x, w, b, g, be = (x, *_case(c=64, seed=3)[1:])
+    spec = _spec()
+    cot = torch.randn(20, 64, 14, 14, generator=gen, dtype=torch.float64)
+
+    def run(fn, dtype):
+        ps = [t.to(dtype).requires_grad_() for t in (w, b, g, be)]
+        out = fn(x.to(dtype), *ps, spec)
+        return [out, *torch.autograd.grad(out, ps, cot.to(dtype))]
+
+    exact = run(_layers, torch.float64)
+    layers, stem = run(_layers, torch.float32), run(stem_block, torch.float32)
+    for i in (0, 1, 3, 4):  # the output, the weight's, gamma's and beta's gradients
+        e_layers = ((layers[i].double() - exact[i]).norm() / exact[i].norm()).item()
+        e_stem = ((stem[i].double() - exact[i]).norm() / exact[i].norm()).item()
+        assert e_stem < max(2 * e_layers, 1e-6), (i, e_stem, e_layers)
+    # The bias's gradient is zero (batch norm removes it): exactly so here, not rounding noise.
+    assert torch.count_nonzero(stem[2]) == 0
+
+
+def test_it_is_first_order_only_and_refuses_a_differentiated_input():
+    x, w, b, g, be = _case()
+    w.requires_grad_()
+    out = stem_block(x, w, b, g, be, _spec())
+    with pytest.raises(RuntimeError, match="first order"):
+        torch.autograd.grad(out.square().sum(), w, create_graph=True)
+    (gw,) = torch.autograd.grad(out.square().sum(), w)  # without a graph: fine
+    assert torch.isfinite(gw).all()
+    with pytest.raises(ValueError, match="not differentiated"):
+        stem_block(x.requires_grad_(), w, b, g, be, _spec())
+
+
+def _conv4ish(cin: int = 1) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(cin, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 2 * 2, 3),
+    ).double()  # fmt: skip
+
+
+def _graph_names(t: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [t.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def test_per_task_network_takes_it_in_first_order_passes_only():
+    net = _conv4ish()
+    params = per_task({k: v.requires_grad_() for k, v in net.named_parameters()}, tasks=2)
+    x = torch.rand(2, 5, 1, 8, 8, dtype=torch.float64)
+    once, twice = PerTaskNet(net)(params, x), PerTaskNet(net)(params, x, twice=True)
+    assert "_StemBackward" in _graph_names(once)
+    assert "_StemBackward" not in _graph_names(twice)
+    torch.testing.assert_close(once, twice, rtol=1e-12, atol=1e-12)
+    # Patches too large (4 channels x 3 x 3 > STEM_MAX_PATCH): the ordinary layers.
+    wide = _conv4ish(cin=4)
+    assert STEM_MAX_PATCH < 4 * 9
+    p4 = per_task(dict(wide.named_parameters()), tasks=2)
+    out = PerTaskNet(wide)(p4, torch.rand(2, 5, 4, 8, 8, dtype=torch.float64))
+    assert "_StemBackward" not in _graph_names(out)
+
+
+def test_second_order_maml_gradient_through_it_equals_the_layers():
+    """Second-order MAML with the stem in the query pass: the meta-gradient is the one of
+    the ordinary layers (float64), the support passes keep their double backward."""
+    net = _conv4ish()
+    theta = dict(net.named_parameters())
+    gen = torch.Generator().manual_seed(2)
+    sx, qx = torch.rand(2, 3, 1, 8, 8, generator=gen, dtype=torch.float64), None
+    qx = torch.rand(2, 6, 1, 8, 8, generator=gen, dtype=torch.float64)
+    sy, qy = torch.tensor([[0, 1, 2]] * 2), torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
+
+    def meta_grad(query_twice: bool):
+        f = PerTaskNet(net)
+        fast = per_task(theta, 2)
+        loss = task_loss(f(fast, sx, twice=True), sy)
+        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
+        fast = {k: v - 0.3 * g for (k, v), g in zip(fast.items(), grads, strict=True)}
+        return torch.autograd.grad(task_loss(f(fast, qx, twice=query_twice), qy),
+                                   list(theta.values()))  # fmt: skip
+
+    for a, r in zip(meta_grad(False), meta_grad(True), strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_not_under_autocast_nor_for_bf16():
+    net = _conv4ish().float()
+    params = per_task(dict(net.named_parameters()), tasks=2)
+    x = torch.rand(2, 5, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = PerTaskNet(net)(params, x)
+    assert "_StemBackward" not in _graph_names(out)
+    out = PerTaskNet(net.bfloat16())(per_task(dict(net.named_parameters()), tasks=2), x.bfloat16())
+    assert "_StemBackward" not in _graph_names(out)
