@@ -179,3 +179,71 @@ def _patches(x: Tensor, spec: StemSpec) -> Tensor:
 def _out_size(size: int, spec: StemSpec, d: int) -> int:
     span = spec.dilation[d] * (spec.kernel[d] - 1) + 1
     return (size + 2 * spec.padding[d] - span) // spec.stride[d] + 1
+
+
+def stem_tasks(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    spec: StemSpec,
+    stats_rows: int | None = None,
+) -> Tensor:
+    """The same block for ``T`` tasks with their own parameters, in differentiable operations
+    (autograd differentiates it to any order: the support passes of second-order MAML).
+
+    Args:
+        x: ``[T, N, C_in, H, W]`` inputs, not differentiated.
+        weight: ``[T, C, C_in, k_h, k_w]``; ``bias``, ``gamma``, ``beta``: ``[T, C]`` or None.
+
+    Returns:
+        ``[N, T*C, Hp, Wp]`` in channels-last layout: the grouped layout of
+        :class:`~manytask.meta.functional.GroupedNet` (task-major channels).
+
+    Under autocast the product and the pool run in the autocast dtype and the statistics in
+    fp32 from the fp32 patches; the result has the product's dtype.
+    """
+    if x.requires_grad:
+        raise ValueError("stem_tasks: its input is not differentiated (image data only)")
+    t, n = x.shape[:2]
+    c = weight.shape[1]
+    ho = _out_size(x.shape[3], spec, 0)
+    wo = _out_size(x.shape[4], spec, 1)
+    w = weight.reshape(t, c, -1)
+    with torch.autocast(x.device.type, enabled=False):
+        patches = _patches(x.flatten(0, 1), spec).view(t, n * ho * wo, -1)  # [T, M, K]
+        precise = patches.dtype in (torch.float32, torch.float64)
+        p = patches if precise else patches.float()  # statistics in fp32 at least
+        ref = p if stats_rows is None else p[:, : stats_rows * ho * wo]
+        mean_p = ref.mean(1)  # [T, K]
+        centred = ref - mean_p[:, None]
+        cov = torch.bmm(centred.transpose(1, 2), centred) / ref.shape[1]  # [T, K, K]
+        ws = w.to(p.dtype)
+        mean = torch.bmm(ws, mean_p[:, :, None]).squeeze(2)  # [T, C]
+        if bias is not None:
+            mean = mean + bias * 0  # x - mean does not depend on the bias: a zero derivative
+        var = (torch.bmm(ws, cov) * ws).sum(2)
+        rstd = torch.rsqrt(var + spec.eps)
+        scale = rstd if gamma is None else gamma * rstd
+        sign = torch.where(scale.detach() >= 0, 1.0, -1.0).to(w.dtype)
+    # sign * (x - b): [T, M, C] is [T*N, Ho, Wo, C], channels-last
+    h = torch.bmm(patches, (w * sign[:, :, None]).transpose(1, 2))  # autocast applies
+    h = h.view(t * n, ho, wo, c).permute(0, 3, 1, 2)
+    pooled = F.max_pool2d(h, spec.pool_kernel, spec.pool_stride, spec.pool_padding,
+                          ceil_mode=spec.ceil_mode)  # fmt: skip
+    hp, wp = pooled.shape[2:]
+    act = pooled.dtype
+
+    def per(v: Tensor) -> Tensor:  # a [T, C] coefficient over [T, N, Hp, Wp, C]
+        return v.to(act)[:, None, None, None, :]
+
+    z = pooled.permute(0, 2, 3, 1).view(t, n, hp, wp, c)  # a view: pooled is channels-last
+    y = (z - per(sign * mean)) * per(sign * scale)  # |scale| * sign * (x - mean)
+    if beta is not None:
+        y = y + per(beta)
+    if spec.relu:
+        y = F.relu(y)
+    # [T, N, Hp, Wp, C] -> memory [N, Hp, Wp, T, C] = [N, T*C, Hp, Wp] channels-last
+    y = y.permute(1, 2, 3, 0, 4).reshape(n, hp, wp, t * c)
+    return y.permute(0, 3, 1, 2)
