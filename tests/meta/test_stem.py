@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from manytask.meta import PerTaskNet, per_task
-from manytask.meta._stem import StemSpec, stem_block
-from manytask.meta.functional import STEM_MAX_PATCH, task_loss
+from manytask.meta._stem import StemSpec, stem_block, stem_tasks
+from manytask.meta.functional import STEM_MAX_PATCH, GroupedNet, task_loss
 
 
 def _spec(**kw) -> StemSpec:
@@ -143,13 +143,14 @@ def _graph_names(t: torch.Tensor) -> set[str]:
     return names
 
 
-def test_per_task_network_takes_it_in_first_order_passes_only():
+def test_per_task_network_takes_the_first_order_block_in_first_order_passes_only():
     net = _conv4ish()
     params = per_task({k: v.requires_grad_() for k, v in net.named_parameters()}, tasks=2)
     x = torch.rand(2, 5, 1, 8, 8, dtype=torch.float64)
     once, twice = PerTaskNet(net)(params, x), PerTaskNet(net)(params, x, twice=True)
     assert "_StemBackward" in _graph_names(once)
     assert "_StemBackward" not in _graph_names(twice)
+    assert "BmmBackward0" in _graph_names(twice)  # stem_tasks: any order
     torch.testing.assert_close(once, twice, rtol=1e-12, atol=1e-12)
     # Patches too large (4 channels x 3 x 3 > STEM_MAX_PATCH): the ordinary layers.
     wide = _conv4ish(cin=4)
@@ -157,6 +158,7 @@ def test_per_task_network_takes_it_in_first_order_passes_only():
     p4 = per_task(dict(wide.named_parameters()), tasks=2)
     out = PerTaskNet(wide)(p4, torch.rand(2, 5, 4, 8, 8, dtype=torch.float64))
     assert "_StemBackward" not in _graph_names(out)
+    assert "BmmBackward0" not in _graph_names(out)
 
 
 def test_second_order_maml_gradient_through_it_equals_the_layers():
@@ -182,12 +184,66 @@ def test_second_order_maml_gradient_through_it_equals_the_layers():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
-def test_not_under_autocast_nor_for_bf16():
+def test_under_autocast_the_any_order_block_runs_in_bf16():
     net = _conv4ish().float()
     params = per_task(dict(net.named_parameters()), tasks=2)
     x = torch.rand(2, 5, 1, 8, 8)
+    want = PerTaskNet(net)(params, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = PerTaskNet(net)(params, x)
-    assert "_StemBackward" not in _graph_names(out)
-    out = PerTaskNet(net.bfloat16())(per_task(dict(net.named_parameters()), tasks=2), x.bfloat16())
-    assert "_StemBackward" not in _graph_names(out)
+        for f in (PerTaskNet(net), GroupedNet(net)):
+            out = f(params, x)
+            assert "_StemBackward" not in _graph_names(out)
+            assert "BmmBackward0" in _graph_names(out)
+            torch.testing.assert_close(out.float(), want, rtol=0.1, atol=0.1)
+
+
+def _tasks_case(name: str, tasks: int = 3):
+    case_kw, spec_kw = CASES[name]
+    cases = [_case(seed=i, **case_kw) for i in range(tasks)]
+    x = torch.stack([c[0] for c in cases])
+    params = [torch.stack([c[j] for c in cases]) if cases[0][j] is not None else None
+              for j in range(1, 5)]  # fmt: skip
+    return x, params, _spec(**spec_kw)
+
+
+@pytest.mark.parametrize("stats_rows", [None, 2])
+@pytest.mark.parametrize("name", list(CASES))
+def test_tasks_block_equals_the_layers_to_second_order_float64(name, stats_rows):
+    x, params, spec = _tasks_case(name)
+    live = [p.requires_grad_() for p in params if p is not None]
+    out = stem_tasks(x, *params, spec, stats_rows)
+    per = [_layers(x[i], *[p[i] if p is not None else None for p in params], spec, stats_rows)
+           for i in range(x.shape[0])]  # fmt: skip
+    ref = torch.cat(per, 1)  # the grouped layout: [N, T*C, Hp, Wp], task-major channels
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    gen = torch.Generator().manual_seed(4)
+    cot = torch.randn(ref.shape, generator=gen, dtype=ref.dtype)
+    got = torch.autograd.grad(out, live, cot, create_graph=True)
+    want = torch.autograd.grad(ref, live, cot, create_graph=True)
+    for a, r in zip(got, want, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-11)
+    v = [torch.randn(g.shape, generator=gen, dtype=g.dtype) for g in got]
+    second = torch.autograd.grad(sum((a * b).sum() for a, b in zip(got, v, strict=True)), live,
+                                 allow_unused=True, materialize_grads=True)  # fmt: skip
+    expect = torch.autograd.grad(sum((a * b).sum() for a, b in zip(want, v, strict=True)),
+                                 live, allow_unused=True, materialize_grads=True)  # fmt: skip
+    for a, r in zip(second, expect, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-10)
+
+
+def test_tasks_block_passes_gradgradcheck_and_keeps_a_zero_bias_gradient():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 1, 6, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(2, 3, 1, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = (torch.rand(2, 3, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    be = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    spec = _spec()
+
+    def f(w, b, g, be):
+        return stem_tasks(x, w, b, g, be, spec)
+
+    assert torch.autograd.gradgradcheck(f, (w, b, g, be))
+    (gb,) = torch.autograd.grad(f(w, b, g, be).sum(), b)  # a tensor (the inner loop needs one)
+    assert gb is not None and torch.count_nonzero(gb) == 0

@@ -19,6 +19,12 @@ is a *function* ``net(params, x [T, B, *in]) -> [T, B, D]`` over them. Two such 
 - :class:`PerTaskNet` runs the same layers task by task in NCHW layout: the per-task loops'
   kernels and arithmetic, with a ReLU moved after its max-pool and the max-pool in
   channels-last layout (both exact); the fastest fp32 choice on a CPU (docs/RESULTS.md).
+
+On the CPU both run a first block ``Conv2d, BatchNorm2d, [ReLU,] MaxPool2d`` whose convolution
+sees few values per output (``C_in * k_h * k_w <= 32``: Conv4 on Omniglot's one channel) as
+one operation (meta/_stem.py): batch statistics from the input patches' covariance, the pool
+before the affine map, the convolution as one matrix product. The same values and derivatives
+(tested in float64 to second order), without batch norm's passes over the largest activation.
 - :class:`LoopNet` calls ``torch.func.functional_call`` on the module once per task: any
   module works, at the speed of a Python loop.
 
