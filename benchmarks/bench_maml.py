@@ -6,7 +6,8 @@ batch-statistics mode and a linear head, 5-way, ``--queries`` queries per class,
 28x28 from the embedded copy), after ``steps`` inner SGD steps at ``--inner-lr``, second order
 or first order. Before timing, each meta-gradient is compared with manytask's fp32 one
 (``--reference``: the grouped call by default, ``manytask-pertask`` for the peers' rounding)
-and the relative error ``||g - g_ref|| / ||g_ref||`` is printed (``wrong`` above 1e-3; fp32
+and the relative error ``||g - g_ref|| / ||g_ref||`` is printed (``wrong`` above ``--tolerance``,
+1e-3 by default; fp32
 implementations that sum in different orders differ by 1e-5 to 1e-4 here).
 
 Omniglot's images are binary, so flat regions give exact ties inside max-pool windows, where
@@ -354,7 +355,9 @@ def measure_memory(names, s: Setting, args) -> dict[str, float | None]:
 # -- the comparison ------------------------------------------------------------------------------
 
 
-def compare(s: Setting, names, peers, repeats: int, reference: str = "manytask") -> dict:
+def compare(
+    s: Setting, names, peers, repeats: int, reference: str = "manytask", tolerance: float = 1e-3
+) -> dict:
     batch = make_batch(s)
     impls = {}
     for name in names:
@@ -379,10 +382,11 @@ def compare(s: Setting, names, peers, repeats: int, reference: str = "manytask")
             times[name].append(time.perf_counter() - t0)
     med = {n: statistics.median(v) for n, v in times.items()}
     peer_names = [n for n in impls if n in PEERS and n != "vmap"]
-    correct_peers = [n for n in peer_names if errors[n] < 1e-3]
+    correct_peers = [n for n in peer_names if errors[n] < tolerance]
     fastest = min(correct_peers, key=med.__getitem__) if correct_peers else None
     result = {"setting": asdict(s), "label": s.label(), "median_s": med, "times_s": times,
-              "reference": reference, "rel_error_vs_manytask_fp32": errors,
+              "reference": reference, "tolerance": tolerance,
+              "rel_error_vs_manytask_fp32": errors,
               "fastest_peer": fastest}  # fmt: skip
     if fastest is not None:
         result["speedup_vs_fastest_peer"] = {
@@ -400,7 +404,7 @@ def print_result(r: dict) -> None:
     for n, m in sorted(r["median_s"].items(), key=lambda kv: kv[1]):
         ratio = f"{r['median_s'][fastest] / m:15.2f}x" if fastest else f"{'-':>16s}"
         err = r["rel_error_vs_manytask_fp32"][n]
-        flag = "  wrong" if err > 1e-3 and not n.endswith("bf16") else ""
+        flag = "  wrong" if err > r.get("tolerance", 1e-3) and not n.endswith("bf16") else ""
         mem = r.get("peak_mib", {}).get(n)
         mem_s = f"  {mem:7.0f} MiB" if mem is not None else ""
         print(f"  {n:16s} {m:9.3f} {ratio} {err:14.1e}{flag}{mem_s}")
@@ -425,8 +429,16 @@ def main() -> None:
         "--reference",
         default="manytask",
         help="the manytask fp32 implementation whose meta-gradient the others are checked "
-        "against (manytask-pertask rounds like the peers; the grouped call less well at 5 "
-        "shots or 5 steps, docs/RESULTS.md)",
+        "against (manytask-pertask is the closest to float64 in docs/RESULTS.md)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="relative error above which an fp32 meta-gradient is flagged wrong and a peer is "
+        "not timed against (with 5 inner steps of 5 shots over 32 tasks, max-pool near-ties "
+        "put fp32 implementations up to 2e-2 from float64: maml_precision.py, "
+        "maml_conditioning.py)",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--setting", help=argparse.SUPPRESS)
@@ -461,7 +473,7 @@ def main() -> None:
                         print(f"  {name:16s} " + ("-" if mib is None else f"{mib:8.0f} MiB"))
                     results.append({"setting": asdict(s), "label": s.label(), "peak_mib": peak})
                 else:
-                    r = compare(s, args.only, peers, args.repeats, args.reference)
+                    r = compare(s, args.only, peers, args.repeats, args.reference, args.tolerance)
                     if args.memory:
                         r["peak_mib"] = measure_memory(list(r["median_s"]), s, args)
                     print_result(r)
