@@ -60,7 +60,7 @@ def main() -> None:
     stem_applies = functional._stem_applies
 
     def use(stem: bool) -> None:
-        functional._stem_applies = stem_applies if stem else (lambda x: False)
+        functional._stem_applies = stem_applies if stem else (lambda x, dims: False)
 
     def adapt(dtype: torch.dtype, stem: bool) -> Params:
         use(stem)

@@ -247,3 +247,14 @@ def test_tasks_block_passes_gradgradcheck_and_keeps_a_zero_bias_gradient():
     assert torch.autograd.gradgradcheck(f, (w, b, g, be))
     (gb,) = torch.autograd.grad(f(w, b, g, be).sum(), b)  # a tensor (the inner loop needs one)
     assert gb is not None and torch.count_nonzero(gb) == 0
+
+
+def test_grouped_call_without_image_dimensions_still_says_so():
+    """A GroupedNet over a conv encoder given [T, B, F] features: the old message, not an
+    error from inside the stem."""
+    from manytask.meta.functional import UnsupportedLayer
+
+    net = _conv4ish().float()
+    params = per_task(dict(net.named_parameters()), tasks=2)
+    with pytest.raises(UnsupportedLayer, match="Conv2d after the features were flattened"):
+        GroupedNet(net)(params, torch.rand(2, 5, 64))

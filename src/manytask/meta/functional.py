@@ -300,7 +300,7 @@ class GroupedNet:
         h = x
         conv = x.dim() == 5  # images [T, B, C, H, W] -> the grouped layout [B, T*C, H, W]
         ops = self._autocast_ops if torch.is_autocast_enabled(x.device.type) else self.ops
-        if self._stem is not None and _stem_applies(x):
+        if self._stem is not None and _stem_applies(x, 5):
             # The first block (conv with few inputs per output, batch norm, max-pool, ReLU)
             # as one product and a pool before the affine map (meta/_stem.py).
             spec, taken = self._stem
@@ -425,7 +425,7 @@ class PerTaskNet:
         """
         conv = h.dim() == 4
         ops = self._net.ops
-        if self._stem is not None and _stem_applies(h):
+        if self._stem is not None and _stem_applies(h, 4):
             spec, taken = self._stem
             c, n = ops[0], ops[1]
             assert isinstance(c, _Conv) and isinstance(n, _Norm)
@@ -500,10 +500,11 @@ def _with_task_dim(v: Tensor | None) -> Tensor | None:
     return v[None] if v is not None else None
 
 
-def _stem_applies(x: Tensor) -> bool:
-    """Whether the first block may run as one stem (meta/_stem.py): images on the CPU (where
-    it was measured), which are not differentiated."""
-    return x.dim() in (4, 5) and x.device.type == "cpu" and not x.requires_grad
+def _stem_applies(x: Tensor, image_dims: int) -> bool:
+    """Whether the first block may run as one stem (meta/_stem.py): images (``image_dims``
+    dimensions: 4 for one task's batch, 5 for every task's) on the CPU (where it was
+    measured), which are not differentiated."""
+    return x.dim() == image_dims and x.device.type == "cpu" and not x.requires_grad
 
 
 def _first_order_stem(h: Tensor, twice: bool) -> bool:
