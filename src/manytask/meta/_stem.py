@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["StemSpec", "stem_block"]
+__all__ = ["StemSpec", "stem_block", "stem_tasks"]
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ class PerTaskNet:
     Every task is one ordinary call of each layer (a convolution with groups=1, a batch norm
     over the task's own batch, a max-pool): the kernels and the arithmetic of a per-task loop
     over the module, as learn2learn, higher or ``torch.func`` run it, without the cost of
-    ``functional_call`` (which swaps the module's tensors on every call). Two exact changes
+    ``functional_call`` (which swaps the module's tensors on every call). Three exact changes
     make it faster on a CPU:
 
     - a ReLU followed by a max-pool runs after it: both are monotone, so the values and the
@@ -376,6 +376,9 @@ class PerTaskNet:
       Where a window holds equal maxima (a blank region of a binary image, say) its gradient
       goes to one of them, as with any max-pool; which one follows the channels-last kernel,
       as in :class:`GroupedNet`.
+    - a first block with few input values per output (Conv4 on one channel) runs as one
+      operation (meta/_stem.py; see the module docstring), first order with its backward
+      written out where the pass is differentiated once.
 
     Args:
         module: the network (see :class:`GroupedNet` for the supported layers).
