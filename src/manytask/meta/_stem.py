@@ -100,18 +100,10 @@ class _Stem(torch.autograd.Function):
         wo = _out_size(x.shape[3], spec, 1)
         length = ho * wo
         ref = patches if stats_rows is None else patches[: stats_rows * length]
-        m = ref.shape[0]
-        mean_p = ref.sum(0) / m
-        centred = ref - mean_p
-        cov = (centred.T @ centred) / m
         w = weight.reshape(c, k)
-        # The convolution's bias shifts x and its mean alike: x - mean = W (p - m) without it.
-        mean = w @ mean_p
-        cov_w = w @ cov  # [C, K]; var = diag(W S W^T)
-        var = (cov_w * w).sum(1)
-        rstd = torch.rsqrt(var + spec.eps)
-        scale = rstd if gamma is None else gamma * rstd
-        sign = torch.where(scale >= 0, 1.0, -1.0).to(x.dtype)
+        stats = _statistics(ref[None], w[None], None if gamma is None else gamma[None], spec.eps)
+        mean_p, cov_w, mean, rstd, scale, sign = (v[0] for v in stats)
+        sign = sign.to(x.dtype)
         # sign * (x - b), channels-last: [N*L, C] is [N, Ho, Wo, C]
         h = (patches @ (w * sign[:, None]).T).view(n, ho, wo, c).permute(0, 3, 1, 2)
         pooled, idx = F.max_pool2d(
@@ -153,9 +145,8 @@ class _Stem(torch.autograd.Function):
         g_t = flat.sum(0)
         g_abs = torch.linalg.vecdot(flat, centred_out.permute(0, 2, 3, 1).reshape(-1, c), dim=0)
         g_pool = g * (sign * scale)[:, None, None]
-        pair = torch.nn.modules.utils._pair
         g_h = torch.ops.aten.max_pool2d_with_indices_backward(
-            g_pool, h, pair(spec.pool_kernel), pair(spec.pool_stride), pair(spec.pool_padding),
+            g_pool, h, list(spec.pool_kernel), list(spec.pool_stride), list(spec.pool_padding),
             [1, 1], spec.ceil_mode, idx,
         )  # fmt: skip
         g_h = g_h.permute(0, 2, 3, 1).reshape(-1, c)  # [N*L, C]
@@ -171,6 +162,32 @@ class _Stem(torch.autograd.Function):
         g_bias = torch.zeros_like(g_t) if has_bias else None
         return (None, g_w.view_as(weight), g_bias, g_gamma, g_t if has_beta else None,
                 None, None)  # fmt: skip
+
+
+def _statistics(
+    ref: Tensor, w: Tensor, gamma: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per task, batch norm's statistics of the convolution's output from its input patches.
+
+    Args:
+        ref: ``[T, M, K]`` the patches the statistics are taken over.
+        w: ``[T, C, K]`` the convolution's weights; ``gamma``: ``[T, C]`` or None.
+
+    Returns:
+        ``mean_p`` (``[T, K]``, the patches' mean ``m``), ``cov_w`` (``[T, C, K]``, ``W S``),
+        ``mean`` (``[T, C]``, ``W m``: without the convolution's bias, which ``x - mean`` does
+        not depend on), ``rstd`` (``(diag(W S W^T) + eps)^-1/2``), ``scale`` (``gamma * rstd``)
+        and ``sign`` (its sign as +-1, no gradient; 0 counts as +1).
+    """
+    mean_p = ref.mean(1)
+    centred = ref - mean_p[:, None]
+    cov = torch.bmm(centred.transpose(1, 2), centred) / ref.shape[1]  # [T, K, K]
+    mean = torch.bmm(w, mean_p[:, :, None]).squeeze(2)
+    cov_w = torch.bmm(w, cov)
+    rstd = torch.rsqrt((cov_w * w).sum(2) + eps)
+    scale = rstd if gamma is None else gamma * rstd
+    sign = torch.where(scale.detach() >= 0, 1.0, -1.0)
+    return mean_p, cov_w, mean, rstd, scale, sign
 
 
 def _patches(x: Tensor, spec: StemSpec) -> Tensor:
@@ -226,17 +243,10 @@ def stem_tasks(
         precise = patches.dtype in (torch.float32, torch.float64)
         p = patches if precise else patches.float()  # statistics in fp32 at least
         ref = p if stats_rows is None else p[:, : stats_rows * ho * wo]
-        mean_p = ref.mean(1)  # [T, K]
-        centred = ref - mean_p[:, None]
-        cov = torch.bmm(centred.transpose(1, 2), centred) / ref.shape[1]  # [T, K, K]
-        ws = w.to(p.dtype)
-        mean = torch.bmm(ws, mean_p[:, :, None]).squeeze(2)  # [T, C]
+        _, _, mean, _, scale, sign = _statistics(ref, w.to(p.dtype), gamma, spec.eps)
         if bias is not None:
             mean = mean + bias * 0  # x - mean does not depend on the bias: a zero derivative
-        var = (torch.bmm(ws, cov) * ws).sum(2)
-        rstd = torch.rsqrt(var + spec.eps)
-        scale = rstd if gamma is None else gamma * rstd
-        sign = torch.where(scale.detach() >= 0, 1.0, -1.0).to(w.dtype)
+        sign = sign.to(w.dtype)
     # sign * (x - b): [T, M, C] is [T*N, Ho, Wo, C], channels-last
     h = torch.bmm(patches, (w * sign[:, :, None]).transpose(1, 2))  # autocast applies
     h = h.view(t * n, ho, wo, c).permute(0, 3, 1, 2)
