@@ -19,14 +19,15 @@ is a *function* ``net(params, x [T, B, *in]) -> [T, B, D]`` over them. Two such 
 - :class:`PerTaskNet` runs the same layers task by task in NCHW layout: the per-task loops'
   kernels and arithmetic, with a ReLU moved after its max-pool and the max-pool in
   channels-last layout (both exact); the fastest fp32 choice on a CPU (docs/RESULTS.md).
-
-On the CPU both run a first block ``Conv2d, BatchNorm2d, [ReLU,] MaxPool2d`` whose convolution
-sees few values per output (``C_in * k_h * k_w <= 32``: Conv4 on Omniglot's one channel) as
-one operation (meta/_stem.py): batch statistics from the input patches' covariance, the pool
-before the affine map, the convolution as one matrix product. The same values and derivatives
-(tested in float64 to second order), without batch norm's passes over the largest activation.
 - :class:`LoopNet` calls ``torch.func.functional_call`` on the module once per task: any
   module works, at the speed of a Python loop.
+
+On the CPU the first two run a first block ``Conv2d, BatchNorm2d, [ReLU,] MaxPool2d`` whose
+convolution sees few values per output (``C_in * k_h * k_w <= 32``: Conv4 on Omniglot's one
+channel) as one operation (meta/_stem.py): batch statistics from the input patches'
+covariance, the pool before the affine map, the convolution as one matrix product. The same
+values and derivatives (tested in float64 to second order), without batch norm's passes over
+the largest activation.
 
 Batch norm (``batch_norm=``) is an explicit choice, the same in training and evaluation:
 
@@ -304,17 +305,7 @@ class GroupedNet:
             # The first block (conv with few inputs per output, batch norm, max-pool, ReLU)
             # as one product and a pool before the affine map (meta/_stem.py).
             spec, taken = self._stem
-            c, n = self._autocast_ops[0], self._autocast_ops[1]
-            assert isinstance(c, _Conv) and isinstance(n, _Norm)
-            h = stem_tasks(
-                x,
-                params[c.weight],
-                params[c.bias] if c.bias is not None else None,
-                params[n.weight] if n.weight is not None else None,
-                params[n.bias] if n.bias is not None else None,
-                spec,
-                stats_rows,
-            )
+            h = stem_tasks(x, *_stem_params(self._autocast_ops, params), spec, stats_rows)
             if not self.channels_last:
                 h = h.contiguous()
             ops = self._autocast_ops[taken:]
@@ -397,8 +388,6 @@ class PerTaskNet:
     def __init__(self, module: nn.Module, prefix: str = "") -> None:
         self._net = GroupedNet(module, prefix, channels_last=False, pool_before_relu=True)
         self.names = self._net.names
-        own = {prefix + n: p for n, p in module.named_parameters()}
-        self._stem = _stem_spec(self._net.ops, own)
 
     def __repr__(self) -> str:
         return f"PerTaskNet({len(self._net.ops)} ops)"
@@ -428,14 +417,10 @@ class PerTaskNet:
         """
         conv = h.dim() == 4
         ops = self._net.ops
-        if self._stem is not None and _stem_applies(h, 4):
-            spec, taken = self._stem
-            c, n = ops[0], ops[1]
-            assert isinstance(c, _Conv) and isinstance(n, _Norm)
-            w = p[c.weight]
-            bias = p[c.bias] if c.bias is not None else None
-            gamma = p[n.weight] if n.weight is not None else None
-            beta = p[n.bias] if n.bias is not None else None
+        stem = self._net._stem  # its ops are PerTaskNet's: pool_before_relu=True
+        if stem is not None and _stem_applies(h, 4):
+            spec, taken = stem
+            w, bias, gamma, beta = _stem_params(ops, p)
             if _first_order_stem(h, twice):  # its backward written out: ~1.8x faster
                 h = stem_block(h, w, bias, gamma, beta, spec, stats_rows)
             else:  # differentiable to any order; [N, C, Hp, Wp] channels-last -> NCHW
@@ -497,6 +482,20 @@ def _stem_spec(ops: Sequence[_Op], own: Mapping[str, Tensor]) -> tuple[StemSpec,
         relu=relu,
     )
     return spec, 4 if relu else 3
+
+
+def _stem_params(
+    ops: Sequence[_Op], params: Mapping[str, Tensor]
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The first block's convolution weight and bias and batch norm's gamma and beta."""
+    c, n = ops[0], ops[1]
+    assert isinstance(c, _Conv) and isinstance(n, _Norm)
+    return (
+        params[c.weight],
+        params[c.bias] if c.bias is not None else None,
+        params[n.weight] if n.weight is not None else None,
+        params[n.bias] if n.bias is not None else None,
+    )
 
 
 def _with_task_dim(v: Tensor | None) -> Tensor | None:
