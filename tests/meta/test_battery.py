@@ -287,9 +287,6 @@ def test_shapes_finite_forward_and_backward(name: str, problem: str) -> None:
         assert all(gr is None or bool(torch.isfinite(gr).all()) for gr in grads), name
 
 
-BN2d = torch.nn.BatchNorm2d
-
-
 def _biases_removed_by_batch_norm(model: torch.nn.Module) -> set[str]:
     """Biases of convolutions followed by a batch norm: batch statistics subtract them again,
     so their exact gradient is zero (the first-layer stem of meta/_stem.py returns exactly
@@ -298,7 +295,8 @@ def _biases_removed_by_batch_norm(model: torch.nn.Module) -> set[str]:
     for prefix, mod in model.named_modules():
         children = list(mod.named_children())
         for (name, a), (_, b) in itertools.pairwise(children):
-            if isinstance(a, torch.nn.Conv2d) and a.bias is not None and isinstance(b, BN2d):
+            conv_then_norm = isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d)
+            if conv_then_norm and a.bias is not None:
                 out.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
     if hasattr(model, "inner_lrs"):  # Meta-SGD: the rate of such a bias has a zero gradient too
         theta = list(model.named_theta())

@@ -131,34 +131,22 @@ def _conv4ish(cin: int = 1) -> nn.Sequential:
     ).double()  # fmt: skip
 
 
-def _graph_names(t: torch.Tensor) -> set[str]:
-    seen, stack, names = set(), [t.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(n for n, _ in node.next_functions)
-    return names
-
-
-def test_per_task_network_takes_the_first_order_block_in_first_order_passes_only():
+def test_per_task_network_takes_the_first_order_block_in_first_order_passes_only(graph_names):
     net = _conv4ish()
     params = per_task({k: v.requires_grad_() for k, v in net.named_parameters()}, tasks=2)
     x = torch.rand(2, 5, 1, 8, 8, dtype=torch.float64)
     once, twice = PerTaskNet(net)(params, x), PerTaskNet(net)(params, x, twice=True)
-    assert "_StemBackward" in _graph_names(once)
-    assert "_StemBackward" not in _graph_names(twice)
-    assert "BmmBackward0" in _graph_names(twice)  # stem_tasks: any order
+    assert "_StemBackward" in graph_names(once)
+    assert "_StemBackward" not in graph_names(twice)
+    assert "BmmBackward0" in graph_names(twice)  # stem_tasks: any order
     torch.testing.assert_close(once, twice, rtol=1e-12, atol=1e-12)
     # Patches too large (4 channels x 3 x 3 > STEM_MAX_PATCH): the ordinary layers.
     wide = _conv4ish(cin=4)
     assert STEM_MAX_PATCH < 4 * 9
     p4 = per_task(dict(wide.named_parameters()), tasks=2)
     out = PerTaskNet(wide)(p4, torch.rand(2, 5, 4, 8, 8, dtype=torch.float64))
-    assert "_StemBackward" not in _graph_names(out)
-    assert "BmmBackward0" not in _graph_names(out)
+    assert "_StemBackward" not in graph_names(out)
+    assert "BmmBackward0" not in graph_names(out)
 
 
 def test_second_order_maml_gradient_through_it_equals_the_layers():
@@ -184,7 +172,7 @@ def test_second_order_maml_gradient_through_it_equals_the_layers():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
-def test_under_autocast_the_any_order_block_runs_in_bf16():
+def test_under_autocast_the_any_order_block_runs_in_bf16(graph_names):
     net = _conv4ish().float()
     params = per_task(dict(net.named_parameters()), tasks=2)
     x = torch.rand(2, 5, 1, 8, 8)
@@ -192,8 +180,8 @@ def test_under_autocast_the_any_order_block_runs_in_bf16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for f in (PerTaskNet(net), GroupedNet(net)):
             out = f(params, x)
-            assert "_StemBackward" not in _graph_names(out)
-            assert "BmmBackward0" in _graph_names(out)
+            assert "_StemBackward" not in graph_names(out)
+            assert "BmmBackward0" in graph_names(out)
             torch.testing.assert_close(out.float(), want, rtol=0.1, atol=0.1)
 
 
