@@ -452,7 +452,8 @@ class PerTaskNet:
 
 
 #: The most input values per output (``C_in * k_h * k_w``) for which the first block runs as
-#: one :func:`~manytask.meta._stem.stem_block` (its statistics come from a ``K x K`` covariance).
+#: one operation, ``stem_block`` or ``stem_tasks`` (its statistics come from a ``K x K``
+#: covariance).
 STEM_MAX_PATCH = 32
 
 
